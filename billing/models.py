@@ -1,0 +1,1 @@
+"""Billing state lives on tenants.Organization (Stripe customer and subscription); events land here later."""

@@ -1,0 +1,62 @@
+"""Test set-up shared by every app.
+
+The suite connects as the owner role (pytest-django needs CREATEDB to build the test database), then every
+database test runs as the *app* role through ``SET ROLE``, so Row Level Security and grants are exactly
+what the web app and the workers get. Two organizations exist for the whole session.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tenants.db_roles import grant_app_privileges
+
+ORGANIZATIONS = {
+    "a": {"name": "Harbour Physio", "clerk_org_id": "org_test_harbour"},
+    "b": {"name": "Summit Chiro", "clerk_org_id": "org_test_summit"},
+}
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    from tenants.models import Organization
+    from tenants.services import organization_create
+
+    with django_db_blocker.unblock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_user")
+            (owner,) = cursor.fetchone()
+            grant_app_privileges(cursor, owner, settings.DATABASE_APP_ROLE)
+        for spec in ORGANIZATIONS.values():
+            if not Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).exists():
+                organization_create(**spec)
+
+
+@pytest.fixture(autouse=True)
+def _database_role(request):
+    """Database tests run as the app role unless marked owner_role."""
+    if request.node.get_closest_marker("django_db") is None:
+        yield
+        return
+    request.getfixturevalue("db")
+    if request.node.get_closest_marker("owner_role") is None:
+        with connection.cursor() as cursor:
+            # Inside the test's transaction: the rollback at the end of the test undoes it.
+            cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
+    yield
+
+
+@pytest.fixture
+def org_a(db):
+    from tenants.models import Organization
+
+    return Organization.objects.get(clerk_org_id=ORGANIZATIONS["a"]["clerk_org_id"])
+
+
+@pytest.fixture
+def org_b(db):
+    from tenants.models import Organization
+
+    return Organization.objects.get(clerk_org_id=ORGANIZATIONS["b"]["clerk_org_id"])

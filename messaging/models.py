@@ -1,0 +1,69 @@
+"""Per-clinic conversations and messages (tenant schema), mirrored from Chatwoot and ManyChat."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+from patients.models import Contact, OrganizationOwned
+
+
+class MessagingProvider(models.TextChoices):
+    CHATWOOT = "chatwoot", "Chatwoot"
+    MANYCHAT = "manychat", "ManyChat"
+
+
+class Conversation(OrganizationOwned):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="conversations"
+    )
+    provider = models.CharField(max_length=20, choices=MessagingProvider.choices)
+    external_id = models.CharField(max_length=64)
+    channel = models.CharField(max_length=50, blank=True, default="")
+    status = models.CharField(max_length=20, blank=True, default="open")
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    message_count = models.PositiveIntegerField(default=0)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "conversations"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "provider", "external_id"], name="conversations_external_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["organization", "created_at"], name="conversations_created_idx"),
+            models.Index(fields=["organization", "last_message_at"], name="conversations_last_msg_idx"),
+            models.Index(fields=["contact", "last_message_at"], name="conversations_contact_idx"),
+        ]
+
+
+class MessageDirection(models.TextChoices):
+    INBOUND = "inbound", "Inbound"
+    OUTBOUND = "outbound", "Outbound"
+
+
+class Message(OrganizationOwned):
+    id = models.BigAutoField(primary_key=True)
+    conversation = models.ForeignKey(Conversation, on_delete=models.DO_NOTHING, related_name="messages")
+    provider = models.CharField(max_length=20, choices=MessagingProvider.choices)
+    external_id = models.CharField(max_length=64)
+    direction = models.CharField(max_length=10, choices=MessageDirection.choices)
+    content = models.TextField(blank=True, default="")
+    content_type = models.CharField(max_length=30, blank=True, default="text")
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "messages"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "provider", "external_id"], name="messages_external_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "sent_at"], name="messages_conversation_idx"),
+            models.Index(fields=["organization", "sent_at"], name="messages_org_sent_idx"),
+        ]

@@ -1,0 +1,9 @@
+from django.db import migrations
+
+from tenants.rls_sql import enable_rls
+
+
+class Migration(migrations.Migration):
+    dependencies = [("patients", "0002_initial")]
+
+    operations = [enable_rls(table) for table in ["contacts", "appointments", "active_patients"]]

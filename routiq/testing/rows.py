@@ -1,0 +1,79 @@
+"""Minimal rows for every table that carries organization_id, for the isolation tests.
+
+Each builder returns an *unsaved* instance for the organization bound by the caller, so a test can save it
+under a binding of its choice (including the wrong one, to prove RLS refuses it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from django.db import models
+from django.utils import timezone
+
+from messaging.models import Conversation, Message
+from patients.models import ActivePatient, Appointment, Contact
+from tenants.models import ApiCredential, AuditLog, Organization, OrganizationMember, SyncLog, User
+
+_sequence = itertools.count(1)
+
+
+def contact(organization: Organization) -> Contact:
+    n = next(_sequence)
+    return Contact(organization=organization, first_name=f"Pat{n}", last_name="Example", cliniko_patient_id=n)
+
+
+def appointment(organization: Organization) -> Appointment:
+    return Appointment(organization=organization, cliniko_appointment_id=next(_sequence), starts_at=timezone.now())
+
+
+def active_patient(organization: Organization) -> ActivePatient:
+    owner = contact(organization)
+    owner.save()
+    return ActivePatient(organization=organization, contact=owner, appointment_count=1)
+
+
+def conversation(organization: Organization) -> Conversation:
+    return Conversation(organization=organization, provider="chatwoot", external_id=str(next(_sequence)))
+
+
+def message(organization: Organization) -> Message:
+    thread = conversation(organization)
+    thread.save()
+    return Message(
+        organization=organization, conversation=thread, provider="chatwoot", external_id=str(next(_sequence)),
+        direction="inbound", content="Hello", sent_at=timezone.now(),
+    )
+
+
+def organization_member(organization: Organization) -> OrganizationMember:
+    user = User.objects.create(username=f"member{next(_sequence)}")
+    return OrganizationMember(organization=organization, user=user)
+
+
+def api_credential(organization: Organization) -> ApiCredential:
+    return ApiCredential(organization=organization, provider="cliniko", secret_ciphertext="not-a-secret")
+
+
+def sync_log(organization: Organization) -> SyncLog:
+    return SyncLog(organization=organization, provider="cliniko", resource="patients")
+
+
+def audit_log(organization: Organization) -> AuditLog:
+    return AuditLog(organization=organization, action="test.event")
+
+
+TENANT_TABLES: dict[str, Callable[[Organization], models.Model]] = {
+    "contacts": contact,
+    "appointments": appointment,
+    "active_patients": active_patient,
+    "conversations": conversation,
+    "messages": message,
+}
+PUBLIC_TABLES: dict[str, Callable[[Organization], models.Model]] = {
+    "organization_members": organization_member,
+    "api_credentials": api_credential,
+    "sync_logs": sync_log,
+    "audit_logs": audit_log,
+}

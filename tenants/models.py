@@ -1,0 +1,189 @@
+"""Public-schema models: organizations (the tenant), users, memberships, credentials, sync and audit logs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+
+class TimestampedModel(models.Model):
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class SubscriptionStatus(models.TextChoices):
+    NONE = "none", "No subscription"
+    TRIALING = "trialing", "Trialing"
+    ACTIVE = "active", "Active"
+    PAST_DUE = "past_due", "Past due"
+    UNPAID = "unpaid", "Unpaid"
+    CANCELED = "canceled", "Canceled"
+    INCOMPLETE = "incomplete", "Incomplete"
+
+
+class Organization(TenantMixin, TimestampedModel):
+    """A clinic. Its id is the ``organization_id`` on every row it owns; its schema holds its patients."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    clerk_org_id = models.CharField(max_length=64, unique=True)
+    country = models.CharField(max_length=2, default="AU", help_text="ISO country; default region for phones.")
+    stripe_customer_id = models.CharField(max_length=64, blank=True, default="")
+    stripe_subscription_id = models.CharField(max_length=64, blank=True, default="")
+    subscription_status = models.CharField(
+        max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.NONE
+    )
+    subscription_current_period_end = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    # Schemas are created by organization_create() (as the owner role); deactivation never drops one.
+    auto_create_schema = True
+    auto_drop_schema = False
+
+    class Meta:
+        db_table = "organizations"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stripe_customer_id"],
+                condition=~models.Q(stripe_customer_id=""),
+                name="organizations_stripe_customer_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Domain(DomainMixin):
+    """Required by django-tenants; RoutIQ resolves the organization from the Clerk token, not the host."""
+
+    class Meta:
+        db_table = "organization_domains"
+
+
+class User(AbstractUser):
+    """A person. Clinic staff come from Clerk (``clerk_user_id``); platform admins sign in with a password."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    clerk_user_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "users"
+
+
+class OrganizationRole(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+
+
+class MembershipStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    REMOVED = "removed", "Removed"
+
+
+class OrganizationMember(TimestampedModel):
+    """A user's membership of one organization, mirrored from Clerk."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="members")
+    user = models.ForeignKey(User, on_delete=models.PROTECT, related_name="memberships")
+    role = models.CharField(max_length=20, choices=OrganizationRole.choices, default=OrganizationRole.MEMBER)
+    clerk_role = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=20, choices=MembershipStatus.choices, default=MembershipStatus.ACTIVE)
+    clerk_membership_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+
+    class Meta:
+        db_table = "organization_members"
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="organization_members_org_user_unique")
+        ]
+
+
+class Provider(models.TextChoices):
+    CLINIKO = "cliniko", "Cliniko"
+    CHATWOOT = "chatwoot", "Chatwoot"
+    MANYCHAT = "manychat", "ManyChat"
+
+
+class ApiCredential(TimestampedModel):
+    """One vendor credential per organization and provider; the secret is encrypted at rest."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="credentials")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    secret_ciphertext = models.TextField()
+    secret_last4 = models.CharField(max_length=4, blank=True, default="")
+    base_url = models.URLField(blank=True, default="")
+    account_id = models.CharField(max_length=64, blank=True, default="")
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        db_table = "api_credentials"
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "provider"], name="api_credentials_org_provider_unique")
+        ]
+
+
+class SyncStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class SyncLog(models.Model):
+    """One row per sync run of one resource for one organization."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sync_logs")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    resource = models.CharField(max_length=50)
+    status = models.CharField(max_length=20, choices=SyncStatus.choices, default=SyncStatus.RUNNING)
+    is_full = models.BooleanField(default=False)
+    fetched_count = models.PositiveIntegerField(default=0)
+    created_count = models.PositiveIntegerField(default=0)
+    updated_count = models.PositiveIntegerField(default=0)
+    archived_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    job_id = models.CharField(max_length=100, blank=True, default="")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "sync_logs"
+        indexes = [
+            models.Index(
+                fields=["organization", "provider", "resource", "-started_at"], name="sync_logs_resource_idx"
+            )
+        ]
+
+
+class AuditLog(models.Model):
+    """An append-only record of who did what; never holds a secret."""
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_logs"
+    )
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor_label = models.CharField(max_length=100, blank=True, default="", help_text="'system', a job, a webhook…")
+    action = models.CharField(max_length=100)
+    object_type = models.CharField(max_length=100, blank=True, default="")
+    object_id = models.CharField(max_length=100, blank=True, default="")
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True, default="")
+    changes = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "audit_logs"
+        indexes = [models.Index(fields=["organization", "-created_at"], name="audit_logs_created_idx")]

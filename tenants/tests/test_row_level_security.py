@@ -1,0 +1,163 @@
+"""Wall 2: Row Level Security, exercised as the app role on every table that carries organization_id."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import ProgrammingError, connection, transaction
+from psycopg import sql
+
+from routiq.testing.rows import PUBLIC_TABLES, TENANT_TABLES
+from tenants.binding import bind_organization
+
+ALL_TABLES = {**TENANT_TABLES, **PUBLIC_TABLES}
+
+pytestmark = pytest.mark.django_db
+
+
+def qualified(table: str, organization) -> sql.Composable:
+    schema = organization.schema_name if table in TENANT_TABLES else "public"
+    return sql.Identifier(schema, table)
+
+
+def count_rows(table: str, organization) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE organization_id = %s").format(qualified(table, organization)),
+            [organization.pk],
+        )
+        return cursor.fetchone()[0]
+
+
+def save_row(table: str, organization) -> None:
+    with bind_organization(organization):
+        ALL_TABLES[table](organization).save()
+
+
+def test_tests_run_as_the_app_role_that_cannot_bypass_rls(db):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        assert cursor.fetchone() == ("routiq_app", False, False)
+
+
+def test_every_table_with_organization_id_has_forced_rls(org_a):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped
+            WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', %s)
+            """,
+            [org_a.schema_name],
+        )
+        tables = {name: (enabled, forced) for name, enabled, forced in cursor.fetchall()}
+    assert tables == {table: (True, True) for table in ALL_TABLES}
+
+
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_bound_organization_reads_only_its_own_rows(table, org_a, org_b):
+    with bind_organization(org_b):
+        existing_b = count_rows(table, org_b)
+    save_row(table, org_b)
+
+    with bind_organization(org_b):
+        assert count_rows(table, org_b) == existing_b + 1
+    with bind_organization(org_a):
+        assert count_rows(table, org_b) == 0
+
+
+@pytest.mark.parametrize("table", TENANT_TABLES)
+def test_search_path_pointed_at_another_schema_still_returns_nothing(table, org_a, org_b):
+    save_row(table, org_b)
+
+    with bind_organization(org_a):
+        connection.set_tenant(org_b)  # the bug RLS exists for: the wrong schema with A's identity
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW search_path")
+            assert org_b.schema_name in cursor.fetchone()[0]
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+            assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_insert_with_another_organizations_id_fails(table, org_a, org_b):
+    with bind_organization(org_b):
+        row = ALL_TABLES[table](org_b)
+    with bind_organization(org_a):
+        if table in TENANT_TABLES:
+            connection.set_tenant(org_b)
+        with pytest.raises(ProgrammingError, match="row-level security"), transaction.atomic():
+            row.save()
+
+
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_update_and_delete_of_another_organizations_rows_touch_nothing(table, org_a, org_b):
+    save_row(table, org_b)
+    with bind_organization(org_b):
+        existing_b = count_rows(table, org_b)
+    assert existing_b >= 1
+
+    with bind_organization(org_a), connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("UPDATE {} SET updated_at = updated_at WHERE organization_id = %s").format(
+                qualified(table, org_b)
+            )
+            if table not in ("audit_logs", "sync_logs")
+            else sql.SQL("UPDATE {} SET organization_id = organization_id WHERE organization_id = %s").format(
+                qualified(table, org_b)
+            ),
+            [org_b.pk],
+        )
+        assert cursor.rowcount == 0
+        cursor.execute(
+            sql.SQL("DELETE FROM {} WHERE organization_id = %s").format(qualified(table, org_b)), [org_b.pk]
+        )
+        assert cursor.rowcount == 0
+    with bind_organization(org_b):
+        assert count_rows(table, org_b) == existing_b
+
+
+@pytest.mark.parametrize("table", ALL_TABLES)
+def test_with_no_organization_bound_tables_look_empty(table, org_a):
+    save_row(table, org_a)
+
+    assert count_rows(table, org_a) == 0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('app.current_organization', true)")
+        assert cursor.fetchone()[0] in ("", None)
+
+
+def test_binding_does_not_outlive_its_block_on_a_reused_connection(org_a):
+    save_row("contacts", org_a)  # contacts: no rows exist outside this test
+    with bind_organization(org_a):
+        assert count_rows("contacts", org_a) == 1
+
+    # Same connection, nothing bound now: the backend re-sent an empty organization with the next cursor.
+    assert count_rows("contacts", org_a) == 0
+    assert connection.schema_name == "public"
+
+
+def test_failed_savepoint_inside_a_binding_keeps_the_connection_usable(org_a):
+    with bind_organization(org_a), transaction.atomic():
+        with pytest.raises(ProgrammingError), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT * FROM no_such_table")
+        save_row("contacts", org_a)
+        assert count_rows("contacts", org_a) == 1
+
+
+def test_app_role_cannot_switch_rls_off(org_a):
+    with pytest.raises(ProgrammingError, match="must be owner"), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY").format(qualified("contacts", org_a))
+            )
+
+
+def test_inactive_organization_cannot_be_bound(org_a):
+    from tenants.binding import NoOrganizationBound
+
+    org_a.is_active = False
+    with pytest.raises(NoOrganizationBound):
+        with bind_organization(org_a):
+            pass
