@@ -151,3 +151,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Schedule (manage.py run_scheduler) ----------------------------------------------------------
+SCHEDULER_TICK_SECONDS = int(env("SCHEDULER_TICK_SECONDS", "30"))
+ROUTIQ_SCHEDULE: list[dict] = []

@@ -1,0 +1,25 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def import_settings(**env):
+    clean = {key: value for key, value in os.environ.items() if key not in ("DEBUG", "DJANGO_SECRET_KEY")}
+    return subprocess.run(
+        [sys.executable, "-c", "import routiq.settings"], env={**clean, **env}, cwd=ROOT, capture_output=True,
+        text=True,
+    )
+
+
+def test_production_settings_refuse_the_default_secret_key():
+    result = import_settings(DEBUG="0")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings_start_with_a_real_secret_key():
+    assert import_settings(DEBUG="0", DJANGO_SECRET_KEY="a-real-secret").returncode == 0

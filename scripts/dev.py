@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Developer entry points behind `make run` and `make test`.
+
+Both use the PostgreSQL and Redis named by DATABASE_ADMIN_URL / REDIS_URL, or start embedded ones in
+.devdata/ when those are unset (scripts/devservices.py). From the admin URL they derive the two roles'
+URLs (owner and app, on the same server) unless DATABASE_OWNER_URL / DATABASE_URL are set, create the
+roles and the database (`manage.py setup_database`), and then:
+
+  run   migrate, load the demo organizations, serve the portal, and run the RQ workers and the scheduler
+        until Ctrl-C;
+  test  run the test suite (extra arguments go to pytest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from devservices import ensure_services  # noqa: E402
+
+PYTHON = sys.executable
+MANAGE = [PYTHON, str(ROOT / "manage.py")]
+DATABASE_NAME = "routiq"
+DEV_ROLES = {"owner": ("routiq_owner", "routiq_owner_dev"), "app": ("routiq_app", "routiq_app_dev")}
+
+
+def role_url(admin_url: str, user: str, password: str, database: str) -> str:
+    parts = urlsplit(admin_url)
+    host = parts.hostname or ""
+    netloc = f"{quote(user)}:{quote(password)}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, ""))
+
+
+def database_environment(services: dict[str, str]) -> dict[str, str]:
+    admin_url = services["DATABASE_ADMIN_URL"]
+    env = {
+        "DATABASE_ADMIN_URL": admin_url,
+        "REDIS_URL": services["REDIS_URL"],
+        "DATABASE_OWNER_URL": os.environ.get("DATABASE_OWNER_URL")
+        or role_url(admin_url, *DEV_ROLES["owner"], DATABASE_NAME),
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or role_url(admin_url, *DEV_ROLES["app"], DATABASE_NAME),
+    }
+    return {**os.environ, **env}
+
+
+def manage(env: dict[str, str], *args: str, as_owner: bool = False) -> None:
+    if as_owner:
+        env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
+    subprocess.run([*MANAGE, *args], env=env, cwd=ROOT, check=True)
+
+
+def run_tests(env: dict[str, str], pytest_args: list[str]) -> int:
+    manage(env, "setup_database", "--allow-test-databases")
+    # pytest-django builds test_<name> as the owner (CREATEDB); the tests then SET ROLE to the app role.
+    test_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
+    test_env.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key")
+    return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], env=test_env, cwd=ROOT).returncode
+
+
+def run_portal(env: dict[str, str], port: int) -> int:
+    env = {**env, "DEBUG": env.get("DEBUG", "1")}
+    manage(env, "setup_database")
+    manage(env, "migrate_schemas", "--shared", as_owner=True)
+    manage(env, "migrate_schemas", "--tenant", as_owner=True)
+    manage(env, "load_demo", as_owner=True)
+    owner_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
+    processes = [
+        subprocess.Popen([*MANAGE, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env, cwd=ROOT),
+        subprocess.Popen([*MANAGE, "rqworker", "default", "sync", "--with-scheduler"], env=env, cwd=ROOT),
+        # Provisioning (CREATE SCHEMA for a new organization) is the only work that needs the owner role.
+        subprocess.Popen([*MANAGE, "rqworker", "provisioning"], env=owner_env, cwd=ROOT),
+        subprocess.Popen([*MANAGE, "run_scheduler"], env=env, cwd=ROOT),
+    ]
+    print(f"\n  RoutIQ is running: http://127.0.0.1:{port}/  (dev sign-in: http://127.0.0.1:{port}/dev/sign-in/)")
+    print("  Ctrl-C stops the portal, the workers, the scheduler and any embedded servers.\n", flush=True)
+    try:
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["run", "test"])
+    parser.add_argument("--data-dir", default=str(ROOT / ".devdata"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    args, rest = parser.parse_known_args()
+    with ensure_services(Path(args.data_dir)) as services:
+        env = database_environment(services)
+        if args.command == "test":
+            return run_tests(env, rest)
+        return run_portal(env, args.port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Creating an organization provisions a schema that is usable at once, as the app role."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from patients.models import Contact
+from tenants.binding import bind_organization
+from tenants.models import AuditLog, Organization
+
+pytestmark = [pytest.mark.django_db, pytest.mark.owner_role]
+
+
+def test_create_organization_command_provisions_a_usable_schema(capsys):
+    call_command("create_organization", name="Coastal Podiatry", clerk_org_id="org_test_coastal")
+
+    organization = Organization.objects.get(clerk_org_id="org_test_coastal")
+    assert organization.schema_name == f"org_{organization.pk.hex}"
+    assert "Created Coastal Podiatry" in capsys.readouterr().out
+
+    with connection.cursor() as cursor:
+        cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
+    with bind_organization(organization):
+        Contact.objects.create(organization=organization, first_name="Ada", last_name="Lovelace")
+        assert list(Contact.objects.values_list("first_name", flat=True)) == ["Ada"]
+        assert AuditLog.objects.filter(action="organization.created", organization=organization).count() == 1
+
+
+def test_new_schema_has_forced_rls_on_every_tenant_table():
+    call_command("create_organization", name="Bayside Dental", clerk_org_id="org_test_bayside")
+    organization = Organization.objects.get(clerk_org_id="org_test_bayside")
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relkind = 'r' AND c.relrowsecurity AND c.relforcerowsecurity
+            """,
+            [organization.schema_name],
+        )
+        forced = {name for (name,) in cursor.fetchall()}
+    assert forced == {"contacts", "appointments", "active_patients", "conversations", "messages"}
+
+
+def test_duplicate_clerk_id_is_refused_without_side_effects(org_a):
+    with pytest.raises(CommandError, match="already exists"):
+        call_command("create_organization", name="Again", clerk_org_id=org_a.clerk_org_id)
+    assert Organization.objects.filter(clerk_org_id=org_a.clerk_org_id).count() == 1
