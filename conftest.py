@@ -13,6 +13,8 @@ from django.db import connection
 
 from tenants.db_roles import grant_app_privileges
 
+pytest_plugins = ["routiq.testing.clerk_fixtures"]
+
 ORGANIZATIONS = {
     "a": {"name": "Harbour Physio", "clerk_org_id": "org_test_harbour"},
     "b": {"name": "Summit Chiro", "clerk_org_id": "org_test_summit"},
@@ -60,3 +62,4 @@ def org_b(db):
     from tenants.models import Organization
 
     return Organization.objects.get(clerk_org_id=ORGANIZATIONS["b"]["clerk_org_id"])
+

@@ -88,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Verifies the Clerk session token, opens/refreshes the Django session, binds the organization.
+    "tenants.middleware.ClerkOrganizationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -106,6 +108,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "tenants.context_processors.clerk",
             ],
         },
     },
@@ -155,3 +158,20 @@ LOGGING = {
 # --- Schedule (manage.py run_scheduler) ----------------------------------------------------------
 SCHEDULER_TICK_SECONDS = int(env("SCHEDULER_TICK_SECONDS", "30"))
 ROUTIQ_SCHEDULE: list[dict] = []
+
+# --- Clerk ----------------------------------------------------------------------------------------
+CLERK_JWT_KEY = env("CLERK_JWT_KEY").replace("\\n", "\n")  # PEM; networkless verification
+CLERK_JWKS_URL = env("CLERK_JWKS_URL")  # or the JWKS URL, fetched once and cached by kid
+CLERK_AUTHORIZED_PARTIES = env_list("CLERK_AUTHORIZED_PARTIES", "http://localhost:8000,http://127.0.0.1:8000")
+CLERK_LEEWAY_SECONDS = int(env("CLERK_LEEWAY_SECONDS", "5"))
+CLERK_JWKS_REFETCH_SECONDS = float(env("CLERK_JWKS_REFETCH_SECONDS", "300"))
+CLERK_PUBLISHABLE_KEY = env("CLERK_PUBLISHABLE_KEY")
+CLERK_FRONTEND_API_URL = env("CLERK_FRONTEND_API_URL")  # serves Clerk's browser script
+CLERK_SIGN_IN_URL = env("CLERK_SIGN_IN_URL")
+CLERK_WEBHOOK_SECRET = env("CLERK_WEBHOOK_SECRET")
+SESSION_IDLE_TIMEOUT_SECONDS = int(env("SESSION_IDLE_TIMEOUT_SECONDS", "900"))
+SESSION_COOKIE_AGE = int(env("SESSION_COOKIE_AGE", str(12 * 3600)))
+# The dev sign-in exists only with DEBUG on and no Clerk key configured.
+DEV_SIGN_IN_ENABLED = DEBUG and not (CLERK_JWT_KEY or CLERK_JWKS_URL)
+DEV_SIGNING_KEY_PATH = Path(env("DEV_SIGNING_KEY_PATH", str(BASE_DIR / ".devdata" / "dev-clerk-signing-key.pem")))
+LOGIN_URL = "/sign-in/"

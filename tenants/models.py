@@ -73,6 +73,7 @@ class User(AbstractUser):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     clerk_user_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted in Clerk; refused from then on.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -99,6 +100,7 @@ class OrganizationMember(TimestampedModel):
     clerk_role = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(max_length=20, choices=MembershipStatus.choices, default=MembershipStatus.ACTIVE)
     clerk_membership_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "organization_members"
@@ -187,3 +189,19 @@ class AuditLog(models.Model):
     class Meta:
         db_table = "audit_logs"
         indexes = [models.Index(fields=["organization", "-created_at"], name="audit_logs_created_idx")]
+
+
+class WebhookDelivery(models.Model):
+    """A vendor's delivery id, stored once: a replayed or retried delivery is recognised and skipped."""
+
+    id = models.BigAutoField(primary_key=True)
+    provider = models.CharField(max_length=20)
+    delivery_id = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=100, blank=True, default="")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "webhook_deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "delivery_id"], name="webhook_deliveries_unique")
+        ]

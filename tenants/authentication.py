@@ -1,0 +1,125 @@
+"""From a Clerk session token, or the Django session it opened, to a user, an organization and a role.
+
+The signed token is the authority on membership: users and memberships it names are created just in time
+if Clerk's webhook has not arrived yet. Deletions seen by webhook win over a token that has not expired:
+a deleted user is refused at once, and a removed membership is refused unless the token was issued after
+the removal (the user was added back and the webhook is late).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from tenants.binding import bind_organization
+from tenants.clerk.tokens import ClerkTokenVerifier, SessionClaims
+from tenants.models import MembershipStatus, Organization, OrganizationMember, OrganizationRole, User
+
+logger = logging.getLogger(__name__)
+
+
+class AccessDenied(Exception):
+    """Authenticated, but not allowed in (no organization, inactive, removed): a 403."""
+
+
+@dataclass(frozen=True)
+class PortalIdentity:
+    user: User
+    organization: Organization
+    membership: OrganizationMember
+
+    @property
+    def is_admin(self) -> bool:
+        return self.membership.role == OrganizationRole.ADMIN
+
+
+def portal_role(clerk_role: str | None) -> str:
+    """Clerk's admin maps to admin; member and every custom role fall back to member."""
+    return OrganizationRole.ADMIN if clerk_role == "admin" else OrganizationRole.MEMBER
+
+
+@functools.cache
+def verifier() -> ClerkTokenVerifier:
+    if settings.CLERK_JWT_KEY or settings.CLERK_JWKS_URL:
+        return ClerkTokenVerifier(
+            jwt_key_pem=settings.CLERK_JWT_KEY or None,
+            jwks_url=settings.CLERK_JWKS_URL or None,
+            authorized_parties=settings.CLERK_AUTHORIZED_PARTIES,
+            leeway_seconds=settings.CLERK_LEEWAY_SECONDS,
+            jwks_refetch_interval_seconds=settings.CLERK_JWKS_REFETCH_SECONDS,
+        )
+    if settings.DEV_SIGN_IN_ENABLED:
+        from tenants.dev_sign_in import dev_signing_key
+
+        return ClerkTokenVerifier(
+            jwt_key_pem=dev_signing_key().public_pem(), authorized_parties=settings.CLERK_AUTHORIZED_PARTIES
+        )
+    raise AccessDenied("Clerk is not configured: set CLERK_JWT_KEY or CLERK_JWKS_URL.")
+
+
+def active_organization(*, clerk_org_id: str | None = None, pk: str | None = None) -> Organization:
+    if not clerk_org_id and not pk:
+        raise AccessDenied("No active organization: choose one in Clerk.")
+    lookup = {"clerk_org_id": clerk_org_id} if clerk_org_id else {"pk": pk}
+    organization = Organization.objects.filter(**lookup).first()
+    if organization is None or not organization.is_active:
+        raise AccessDenied("This organization does not exist or is not active.")
+    return organization
+
+
+def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
+    organization = active_organization(clerk_org_id=claims.organization_id)
+    user = User.objects.filter(clerk_user_id=claims.user_id).first()
+    if user is None:
+        user = User.objects.create(username=claims.user_id, clerk_user_id=claims.user_id)
+        logger.info("user created just in time clerk_user_id=%s", claims.user_id)
+    if user.deleted_at or not user.is_active:
+        raise AccessDenied("This user has been removed.")
+    with bind_organization(organization):
+        membership = membership_from_claims(organization, user, claims)
+    return PortalIdentity(user=user, organization=organization, membership=membership)
+
+
+def membership_from_claims(organization: Organization, user: User, claims: SessionClaims) -> OrganizationMember:
+    role = portal_role(claims.organization_role)
+    membership = OrganizationMember.objects.filter(organization=organization, user=user).first()
+    if membership is None:
+        logger.info("membership created just in time organization_id=%s user=%s", organization.pk, user.pk)
+        return OrganizationMember.objects.create(
+            organization=organization, user=user, role=role, clerk_role=claims.organization_role or ""
+        )
+    if membership.status == MembershipStatus.REMOVED:
+        if membership.removed_at is None or claims.issued_at <= membership.removed_at:
+            raise AccessDenied("This membership has been removed.")
+        membership.status, membership.removed_at = MembershipStatus.ACTIVE, None
+    elif (membership.role, membership.clerk_role) == (role, claims.organization_role or ""):
+        return membership
+    membership.role, membership.clerk_role = role, claims.organization_role or ""
+    membership.save(update_fields=["status", "removed_at", "role", "clerk_role", "updated_at"])
+    return membership
+
+
+def identity_from_session(user: User, organization_pk: str) -> PortalIdentity:
+    """Re-check, on every request, what the session was opened with: webhooks may have removed it since."""
+    if not user.is_authenticated or user.deleted_at or not user.is_active:
+        raise AccessDenied("This user has been removed.")
+    organization = active_organization(pk=organization_pk)
+    with bind_organization(organization):
+        membership = OrganizationMember.objects.filter(
+            organization=organization, user=user, status=MembershipStatus.ACTIVE
+        ).first()
+    if membership is None:
+        raise AccessDenied("This membership has been removed.")
+    return PortalIdentity(user=user, organization=organization, membership=membership)
+
+
+def session_is_idle(last_seen_iso: str | None) -> bool:
+    if not last_seen_iso:
+        return True
+    last_seen = timezone.datetime.fromisoformat(last_seen_iso)
+    return timezone.now() - last_seen > timedelta(seconds=settings.SESSION_IDLE_TIMEOUT_SECONDS)

@@ -1,0 +1,22 @@
+"""RQ entry points for organizations. Provisioning runs on the `provisioning` queue, whose worker is the owner role."""
+
+from __future__ import annotations
+
+import logging
+
+from tenants.models import Organization
+from tenants.services import organization_create
+
+logger = logging.getLogger(__name__)
+
+
+def provision_organization(clerk_org_id: str, name: str, slug: str | None = None) -> str:
+    """Create the organization and its schema for a Clerk organization. Idempotent: a retry finds it done."""
+    existing = Organization.objects.filter(clerk_org_id=clerk_org_id).first()
+    if existing is not None:
+        logger.info("provisioning skipped: exists clerk_org_id=%s", clerk_org_id)
+        return str(existing.pk)
+    if slug and Organization.objects.filter(slug=slug).exists():
+        slug = None
+    organization = organization_create(name=name, clerk_org_id=clerk_org_id, slug=slug, actor_label="clerk-webhook")
+    return str(organization.pk)

@@ -1,0 +1,241 @@
+"""Clerk sign-in through real HTTP requests with real RS256 tokens, as the app database role."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from patients.models import Contact
+from routiq.testing.clerk_fixtures import AUTHORIZED_PARTY, bearer
+from routiq.testing.clerk_stub import (
+    forge_token_alg_none,
+    forge_token_hs256_with_public_key,
+    forge_token_tampered_payload,
+    forge_token_wrong_kid,
+)
+from tenants.binding import bind_organization
+from tenants.models import AuditLog, MembershipStatus, OrganizationMember, User
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def patients(org_a, org_b):
+    with bind_organization(org_a):
+        alice_patient = Contact.objects.create(organization=org_a, first_name="Ava", last_name="Harbour")
+    with bind_organization(org_b):
+        bob_patient = Contact.objects.create(organization=org_b, first_name="Ben", last_name="Summit")
+    return {"a": alice_patient, "b": bob_patient}
+
+
+def test_token_for_a_sees_a_patients_and_token_for_b_sees_b_patients(client, mint, org_a, org_b, patients):
+    response_a = client.get("/patients/", **bearer(mint(org_a)))
+    response_b = client.get("/patients/", **bearer(mint(org_b)))
+
+    assert response_a.status_code == 200
+    assert b"Harbour" in response_a.content and b"Summit" not in response_a.content
+    assert response_b.status_code == 200
+    assert b"Summit" in response_b.content and b"Harbour" not in response_b.content
+
+
+def test_a_token_with_a_b_patient_id_gets_404(client, mint, org_a, patients):
+    own = client.get(f"/patients/{patients['a'].pk}/", **bearer(mint(org_a)))
+    other = client.get(f"/patients/{patients['b'].pk}/", **bearer(mint(org_a)))
+    malformed = client.get("/patients/not-a-uuid/", **bearer(mint(org_a)))
+
+    assert own.status_code == 200
+    assert other.status_code == 404
+    assert malformed.status_code == 404
+    assert b"Summit" not in other.content
+
+
+def expired(mint, org):
+    return mint(org, issued_at=datetime.now(UTC) - timedelta(minutes=5))
+
+
+def not_yet_valid(mint, org):
+    return mint(org, not_before=datetime.now(UTC) + timedelta(minutes=5))
+
+
+def wrong_azp(mint, org):
+    return mint(org, azp="https://evil.example")
+
+
+def unknown_kid(mint, org):
+    from tenants.clerk.dev_tokens import SigningKey
+
+    return forge_token_wrong_kid(SigningKey.generate(kid="other"), "other", user_id="user_x",
+                                 organization_id=org.clerk_org_id, azp=AUTHORIZED_PARTY)
+
+
+def alg_none(mint, org):
+    return forge_token_alg_none(mint(org))
+
+
+def hs256_with_public_key(mint, org):
+    from routiq.testing.clerk_fixtures import test_signing_key
+
+    return forge_token_hs256_with_public_key(mint(org), test_signing_key())
+
+
+def tampered_payload(mint, org):
+    return forge_token_tampered_payload(mint(org), sub="user_test_mallory")
+
+
+def pending_session(mint, org):
+    return mint(org, session_status="pending")
+
+
+def garbage(mint, org):
+    return "not.a.token"
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [expired, not_yet_valid, wrong_azp, unknown_kid, alg_none, hs256_with_public_key, tampered_payload,
+     pending_session, garbage],
+)
+def test_bad_tokens_get_401_and_no_patient_data(client, mint, org_a, patients, make_token):
+    response = client.get("/patients/", **bearer(make_token(mint, org_a)))
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthenticated"
+    assert b"Harbour" not in response.content
+
+
+def test_a_browser_with_a_forged_cookie_gets_the_sign_in_page(client, mint, org_a, patients):
+    client.cookies["__session"] = forge_token_alg_none(mint(org_a))
+
+    response = client.get("/patients/")
+
+    assert response.status_code == 401
+    assert b"Sign in" in response.content and b"Harbour" not in response.content
+
+
+def test_no_token_redirects_a_browser_to_sign_in(client, org_a):
+    response = client.get("/patients/")
+
+    assert response.status_code == 302
+    assert response["Location"] == "/sign-in/?next=%2Fpatients%2F"
+
+
+def test_token_without_an_organization_is_403(client, mint):
+    response = client.get("/patients/", **bearer(mint(None)))
+
+    assert response.status_code == 403
+
+
+def test_token_for_an_unknown_organization_is_403(client, mint, org_a):
+    token = mint(None, extra_claims={"o": {"id": "org_does_not_exist", "rol": "admin", "slg": "x"}})
+
+    assert client.get("/patients/", **bearer(token)).status_code == 403
+
+
+def test_token_for_an_inactive_organization_is_403(client, mint, org_a):
+    org_a.is_active = False
+    org_a.save(update_fields=["is_active"])
+
+    assert client.get("/patients/", **bearer(mint(org_a))).status_code == 403
+
+
+def test_v1_token_claims_are_accepted(client, mint, org_a, patients):
+    response = client.get("/patients/", **bearer(mint(org_a, role="org:admin", version=1)))
+
+    assert response.status_code == 200
+    assert b"Harbour" in response.content
+
+
+def test_first_token_creates_user_and_membership_just_in_time_with_mapped_role(client, mint, org_a):
+    client.get("/patients/", **bearer(mint(org_a, user_id="user_new_bob", role="billing_clerk")))
+
+    user = User.objects.get(clerk_user_id="user_new_bob")
+    with bind_organization(org_a):
+        membership = OrganizationMember.objects.get(organization=org_a, user=user)
+    assert (membership.role, membership.clerk_role) == ("member", "billing_clerk")
+
+
+def test_token_opens_a_session_that_serves_later_requests_without_a_token(client, mint, org_a, patients):
+    assert client.get("/patients/", **bearer(mint(org_a))).status_code == 200
+
+    response = client.get("/patients/")
+
+    assert response.status_code == 200
+    assert b"Harbour" in response.content
+    with bind_organization(org_a):
+        assert AuditLog.objects.filter(action="session.started", organization=org_a).count() == 1
+
+
+def test_an_expired_cookie_rides_on_the_open_session(client, mint, org_a, patients):
+    client.cookies["__session"] = mint(org_a)
+    assert client.get("/patients/").status_code == 200
+
+    client.cookies["__session"] = expired(mint, org_a)
+
+    assert client.get("/patients/").status_code == 200
+
+
+def test_session_ends_after_the_idle_timeout(client, mint, org_a, patients, settings):
+    assert client.get("/patients/", **bearer(mint(org_a))).status_code == 200
+    session = client.session
+    idle_for = timedelta(seconds=settings.SESSION_IDLE_TIMEOUT_SECONDS + 1)
+    session["routiq_last_seen"] = (timezone.now() - idle_for).isoformat()
+    session.save()
+
+    response = client.get("/patients/")
+
+    assert response.status_code == 401
+    assert b"idle-timeout" in response.content
+
+
+def test_switching_organization_in_clerk_rebinds_the_session(client, mint, org_a, org_b, patients):
+    client.get("/patients/", **bearer(mint(org_a)))
+    first_key = client.session.session_key
+
+    client.get("/patients/", **bearer(mint(org_b)))
+    response = client.get("/patients/")
+
+    assert b"Summit" in response.content and b"Harbour" not in response.content
+    assert client.session.session_key != first_key
+
+
+def test_membership_removed_by_webhook_is_refused_at_once(client, mint, org_a, patients):
+    from tenants.services import membership_remove
+
+    token = mint(org_a)
+    assert client.get("/patients/", **bearer(token)).status_code == 200
+    with bind_organization(org_a):
+        membership = OrganizationMember.objects.get(organization=org_a, user__clerk_user_id="user_test_alice")
+        membership_remove(membership=membership, when=timezone.now())
+
+    assert client.get("/patients/", **bearer(token)).status_code == 403
+    assert client.get("/patients/").status_code in (302, 401, 403)
+
+
+def test_a_token_issued_after_removal_restores_the_membership(client, mint, org_a):
+    from tenants.services import membership_remove
+
+    client.get("/patients/", **bearer(mint(org_a)))
+    with bind_organization(org_a):
+        membership = OrganizationMember.objects.get(organization=org_a, user__clerk_user_id="user_test_alice")
+        membership_remove(membership=membership, when=timezone.now() - timedelta(seconds=30))
+
+    assert client.get("/patients/", **bearer(mint(org_a))).status_code == 200
+    with bind_organization(org_a):
+        membership.refresh_from_db()
+    assert membership.status == MembershipStatus.ACTIVE
+
+
+def test_deleted_user_is_refused_even_with_a_fresh_token(client, mint, org_a):
+    from tenants.services import user_delete
+
+    client.get("/patients/", **bearer(mint(org_a)))
+    user_delete(user=User.objects.get(clerk_user_id="user_test_alice"))
+
+    assert client.get("/patients/", **bearer(mint(org_a))).status_code == 403
+
+
+def test_dev_sign_in_does_not_exist_when_debug_is_off(client, settings):
+    assert settings.DEBUG is False
+    assert client.get("/dev/sign-in/").status_code == 404
