@@ -70,7 +70,7 @@ def demo_patients(organization: Organization, count: int, *, seed: int) -> None:
                 organization=organization,
                 contact=contact,
                 cliniko_patient_id=contact.cliniko_patient_id,
-                cliniko_appointment_id=contact.cliniko_patient_id * 10 + k,
+                cliniko_appointment_id=contact.cliniko_patient_id + 50_000_000 + k * 1_000_000,
                 starts_at=now + timedelta(days=rng.randint(-200, 30), hours=rng.randint(8, 17)),
                 did_not_arrive=rng.random() < 0.05,
             )

@@ -67,7 +67,11 @@ def run_tests(env: dict[str, str], pytest_args: list[str]) -> int:
 
 
 def run_portal(env: dict[str, str], port: int) -> int:
-    env = {**env, "DEBUG": env.get("DEBUG", "1")}
+    env = {
+        "DEBUG": "1",
+        "CLERK_AUTHORIZED_PARTIES": f"http://127.0.0.1:{port},http://localhost:{port}",
+        **env,
+    }
     manage(env, "setup_database")
     manage(env, "migrate_schemas", "--shared", as_owner=True)
     manage(env, "migrate_schemas", "--tenant", as_owner=True)
