@@ -72,7 +72,7 @@ def run_portal(env: dict[str, str], port: int) -> int:
         "CLERK_AUTHORIZED_PARTIES": f"http://127.0.0.1:{port},http://localhost:{port}",
         **env,
     }
-    manage(env, "setup_database")
+    manage(env, "setup_database", "--allow-test-databases")  # dev shares roles with `make test`
     manage(env, "migrate_schemas", "--shared", as_owner=True)
     manage(env, "migrate_schemas", "--tenant", as_owner=True)
     manage(env, "load_demo", as_owner=True)
