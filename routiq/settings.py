@@ -175,3 +175,11 @@ SESSION_COOKIE_AGE = int(env("SESSION_COOKIE_AGE", str(12 * 3600)))
 DEV_SIGN_IN_ENABLED = DEBUG and not (CLERK_JWT_KEY or CLERK_JWKS_URL)
 DEV_SIGNING_KEY_PATH = Path(env("DEV_SIGNING_KEY_PATH", str(BASE_DIR / ".devdata" / "dev-clerk-signing-key.pem")))
 LOGIN_URL = "/sign-in/"
+
+# --- Credentials encryption -----------------------------------------------------------------------
+# Comma-separated Fernet keys; the first encrypts, all decrypt (rotation: prepend a new key, run
+# `manage.py rotate_credentials`, then drop the old one).
+DEV_ENCRYPTION_KEY = "8vJ3n4m1K9Yw2t0Qy7sHf5Lr6pXc3Zb1Ud4Ea2Gi0Ho="
+ROUTIQ_ENCRYPTION_KEYS = env_list("ROUTIQ_ENCRYPTION_KEYS", DEV_ENCRYPTION_KEY if DEBUG else "")
+if not DEBUG and (not ROUTIQ_ENCRYPTION_KEYS or DEV_ENCRYPTION_KEY in ROUTIQ_ENCRYPTION_KEYS):
+    raise ImproperlyConfigured("ROUTIQ_ENCRYPTION_KEYS must be set (and not the development key) when DEBUG is off.")

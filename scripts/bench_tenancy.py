@@ -112,6 +112,7 @@ def main() -> int:
     env = {
         **os.environ,
         "DJANGO_SECRET_KEY": "bench",
+        "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
         "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "routiq.settings",
         "DATABASE_URL": owner_url,

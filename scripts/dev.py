@@ -59,7 +59,11 @@ def manage(env: dict[str, str], *args: str, as_owner: bool = False) -> None:
 
 
 def run_tests(env: dict[str, str], pytest_args: list[str]) -> int:
-    env = {"DJANGO_SECRET_KEY": "test-only-secret-key", **env}
+    env = {
+        "DJANGO_SECRET_KEY": "test-only-secret-key",
+        "ROUTIQ_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyYnl0ZXM=",
+        **env,
+    }
     manage(env, "setup_database", "--allow-test-databases")
     # pytest-django builds test_<name> as the owner (CREATEDB); the tests then SET ROLE to the app role.
     test_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
