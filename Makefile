@@ -24,7 +24,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) scripts/dev.py bench
+	$(PY) scripts/bench_tenancy.py
 
 clean:
 	rm -rf $(VENV) .devdata
