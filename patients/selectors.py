@@ -1,38 +1,254 @@
-"""Reads of patient data. Every function takes the organization first and builds its query from it."""
+"""Reads of patient data. Every function takes the organization first and builds its query from it.
+
+Lists page by keyset (the sort key of the last row shown), never by OFFSET and never with a COUNT(*) over
+the table. Search goes through contact_search_terms (see patients/migrations/0004) because Row Level
+Security rules out trigram and full-text indexes; its candidate set is capped so a one-letter search costs
+the same as a precise one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
-from django.db.models import QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from patients.models import Appointment, Contact
 from tenants.models import Organization
+
+PAGE_SIZE = 50
+SEARCH_CANDIDATE_CAP = 1000
+MAX_SEARCH_TOKENS = 4
+
+STATUSES = {
+    "current": "All current patients",
+    "active": "Active",
+    "inactive": "Inactive",
+    "no_upcoming": "No upcoming appointment",
+    "not_seen": "Not seen for N days",
+    "archived": "Archived",
+}
+NEVER = "'1900-01-01T00:00:00Z'::timestamptz"  # stands for "no appointment" in sort keys and comparisons
+STATUS_SQL = {
+    "current": "c.archived_at IS NULL",
+    "active": "c.archived_at IS NULL AND ap.is_active",
+    "inactive": "c.archived_at IS NULL AND NOT coalesce(ap.is_active, false)",
+    "no_upcoming": "c.archived_at IS NULL AND ap.next_appointment_at IS NULL",
+    "not_seen": f"c.archived_at IS NULL AND coalesce(ap.last_appointment_at, {NEVER}) < %(seen_before)s",
+    "archived": "c.archived_at IS NOT NULL",
+}
+
+
+@dataclass(frozen=True)
+class SortOrder:
+    label: str
+    key_sql: tuple[str, ...]  # expressions compared as one row value
+    descending: bool
+
+
+SORTS = {
+    "name": SortOrder("Name", ("c.last_name", "c.first_name", "c.id"), descending=False),
+    "last_seen": SortOrder(
+        "Last seen", (f"coalesce(ap.last_appointment_at, {NEVER})", "c.id"), descending=True
+    ),
+    "recent": SortOrder("Recently added", ("c.created_at", "c.id"), descending=True),
+}
+
+
+@dataclass(frozen=True)
+class PatientQuery:
+    search: str = ""
+    status: str = "current"
+    not_seen_days: int = 90
+    sort: str = "name"
+    after: str | None = None
+    limit: int = PAGE_SIZE
+
+    @classmethod
+    def from_params(cls, params) -> PatientQuery:
+        """Build from request GET parameters; unknown values fall back to defaults instead of erroring."""
+        status = params.get("status", "current")
+        sort = params.get("sort", "name")
+        try:
+            days = min(max(int(params.get("days", 90)), 1), 3650)
+        except (TypeError, ValueError):
+            days = 90
+        return cls(
+            search=params.get("q", "").strip()[:100],
+            status=status if status in STATUSES else "current",
+            not_seen_days=days,
+            sort=sort if sort in SORTS else "name",
+            after=params.get("after") or None,
+        )
 
 
 @dataclass(frozen=True)
 class PatientPage:
     patients: list[Contact]
     next_cursor: str | None
+    search_truncated: bool = False
+    query: PatientQuery = field(default_factory=PatientQuery)
 
 
-def patient_list(*, organization: Organization, after: str | None = None, limit: int = 50) -> PatientPage:
-    """Patients by name, one keyset page: (last_name, first_name, id) greater than the cursor; no OFFSET."""
-    queryset = Contact.objects.filter(organization=organization, deleted_at__isnull=True).order_by(
-        "last_name", "first_name", "id"
+def patient_list(*, organization: Organization, query: PatientQuery) -> PatientPage:
+    sort = SORTS[query.sort]
+    params: dict = {
+        "organization_id": organization.pk,
+        "limit": query.limit + 1,
+        "seen_before": timezone.now() - timedelta(days=query.not_seen_days),
+    }
+    where = ["c.organization_id = %(organization_id)s", "c.deleted_at IS NULL", STATUS_SQL[query.status]]
+    search_cte = ""
+    tokens = search_tokens(query.search)
+    if tokens:
+        search_cte, search_where = search_sql(tokens, params)
+        where += search_where
+    cursor_values = decode_cursor(query.after, len(sort.key_sql))
+    if cursor_values is not None:
+        placeholders = []
+        for index, value in enumerate(cursor_values):
+            params[f"cursor{index}"] = value
+            placeholders.append(f"%(cursor{index})s")
+        comparison = "<" if sort.descending else ">"
+        where.append(f"({', '.join(sort.key_sql)}) {comparison} ({', '.join(placeholders)})")
+    direction = " DESC" if sort.descending else ""
+    sql = f"""
+        {search_cte}
+        SELECT c.*, ap.last_appointment_at, ap.next_appointment_at, coalesce(ap.is_active, false) AS is_current,
+               {", ".join(f"{expr} AS sort_key_{i}" for i, expr in enumerate(sort.key_sql))}
+        FROM contacts c
+        LEFT JOIN active_patients ap ON ap.contact_id = c.id AND ap.organization_id = c.organization_id
+        {"JOIN candidates m ON m.contact_id = c.id" if tokens else ""}
+        WHERE {" AND ".join(f"({clause})" for clause in where)}
+        ORDER BY {", ".join(expr + direction for expr in sort.key_sql)}
+        LIMIT %(limit)s
+    """
+    rows = list(Contact.objects.raw(sql, params))
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = rows[query.limit - 1]
+        next_cursor = encode_cursor([getattr(last, f"sort_key_{i}") for i in range(len(sort.key_sql))])
+    truncated = bool(tokens) and candidates_capped(organization, tokens)
+    return PatientPage(patients=rows[: query.limit], next_cursor=next_cursor, search_truncated=truncated, query=query)
+
+
+def patient_list_all(*, organization: Organization, query: PatientQuery, batch_size: int = 1000):
+    """Every patient matching the query, in keyset batches (for the CSV export)."""
+    query = replace(query, after=None, limit=batch_size)
+    while True:
+        page = patient_list(organization=organization, query=query)
+        yield from page.patients
+        if page.next_cursor is None:
+            return
+        query = replace(query, after=page.next_cursor)
+
+
+# --- search ------------------------------------------------------------------------------------------
+
+def search_tokens(text: str) -> list[str]:
+    """Lower-cased words; a query of only digits and phone punctuation becomes one digits token."""
+    text = text.strip().lower()
+    if not text:
+        return []
+    if re.fullmatch(r"[\d\s+()\-.]+", text):
+        digits = re.sub(r"\D", "", text)
+        return [f"#{digits}"] if len(digits) >= 2 else []
+    words = [word for word in re.split(r"[\W_]+", text) if word]
+    # The longest word first: it picks the (capped) candidates, the others only filter them.
+    return sorted(words, key=len, reverse=True)[:MAX_SEARCH_TOKENS]
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """[prefix, upper) such that term >= prefix AND term < upper <=> term starts with prefix (C collation)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def token_condition(token: str, params: dict, name: str, column: str = "term") -> str:
+    """Leakproof btree range(s) for a token: usable by the index under RLS, unlike LIKE or pg_trgm."""
+    ranges = [token]
+    if token.startswith("#"):
+        ranges.append("~" + token[1:][::-1])  # "ends with" these digits, via the reversed digits
+    clauses = []
+    for index, prefix in enumerate(ranges):
+        params[f"{name}_lo{index}"], params[f"{name}_hi{index}"] = prefix_range(prefix)
+        clauses.append(f"({column} >= %({name}_lo{index})s AND {column} < %({name}_hi{index})s)")
+    return " OR ".join(clauses)
+
+
+def search_sql(tokens: list[str], params: dict) -> tuple[str, list[str]]:
+    params["search_cap"] = SEARCH_CANDIDATE_CAP
+    first = token_condition(tokens[0], params, "t0")
+    cte = f"""
+        WITH candidates AS MATERIALIZED (
+            SELECT DISTINCT contact_id FROM (
+                SELECT contact_id FROM contact_search_terms
+                WHERE organization_id = %(organization_id)s AND ({first})
+                ORDER BY term
+                LIMIT %(search_cap)s
+            ) capped
+        )
+    """
+    where = []
+    for index, token in enumerate(tokens[1:], start=1):
+        condition = token_condition(token, params, f"t{index}", column="t.term")
+        where.append(
+            "EXISTS (SELECT 1 FROM contact_search_terms t WHERE t.organization_id = c.organization_id "
+            f"AND t.contact_id = c.id AND ({condition}))"
+        )
+    return cte, where
+
+
+def candidates_capped(organization: Organization, tokens: list[str]) -> bool:
+    params: dict = {"organization_id": organization.pk, "offset": SEARCH_CANDIDATE_CAP}
+    condition = token_condition(tokens[0], params, "t0")
+    sql = (
+        "SELECT 1 AS id FROM contact_search_terms WHERE organization_id = %(organization_id)s "
+        f"AND ({condition}) OFFSET %(offset)s LIMIT 1"
     )
-    rows = list(queryset[: limit + 1])
-    return PatientPage(patients=rows[:limit], next_cursor=None if len(rows) <= limit else str(rows[limit - 1].pk))
+    from django.db import connection
 
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() is not None
+
+
+# --- cursors -----------------------------------------------------------------------------------------
+
+def encode_cursor(values: list) -> str:
+    plain = [value.isoformat() if isinstance(value, datetime) else str(value) for value in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, size: int) -> list | None:
+    """A tampered or stale cursor restarts from the first page instead of erroring."""
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except ValueError:
+        return None
+    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
+        return None
+    return values
+
+
+# --- one patient -------------------------------------------------------------------------------------
 
 def patient_get(*, organization: Organization, patient_id) -> Contact:
     """The patient, or 404 — the same 404 whether it does not exist or belongs to another clinic."""
-    contact = Contact.objects.filter(organization=organization, pk=patient_id).first()
+    contact = Contact.objects.filter(organization=organization, pk=patient_id, deleted_at__isnull=True).first()
     if contact is None:
         raise Http404("No such patient.")
     return contact
 
 
-def patient_appointments(*, organization: Organization, contact: Contact) -> QuerySet[Appointment]:
-    return Appointment.objects.filter(organization=organization, contact=contact).order_by("-starts_at")
+def patient_appointments(*, organization: Organization, contact: Contact, limit: int = 200) -> list[Appointment]:
+    return list(
+        Appointment.objects.filter(organization=organization, contact=contact, deleted_at__isnull=True).order_by(
+            "-starts_at"
+        )[:limit]
+    )

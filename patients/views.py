@@ -1,24 +1,81 @@
-"""Patient pages: thin views over patients.selectors."""
+"""Patient pages: thin views over patients.selectors; every patient view is audited."""
 
 from __future__ import annotations
 
+import csv
 import uuid
 
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
 
 from patients import selectors
+from patients.selectors import SORTS, STATUSES, PatientQuery
+from tenants.audit import audit_record
+from tenants.credentials import credential_get
+
+CSV_COLUMNS = ["first_name", "last_name", "email", "phone", "date_of_birth", "last_appointment", "next_appointment",
+               "active", "archived"]
 
 
 def home(request):
     return redirect("patients:list")
 
 
+@require_GET
 def patient_list(request):
-    page = selectors.patient_list(organization=request.organization)
-    return render(request, "patients/list.html", {"page": page})
+    query = PatientQuery.from_params(request.GET)
+    page = selectors.patient_list(organization=request.organization, query=query)
+    context = {
+        "page": page,
+        "statuses": STATUSES,
+        "sorts": {key: sort.label for key, sort in SORTS.items()},
+        "has_cliniko": credential_get(organization=request.organization, provider="cliniko") is not None,
+    }
+    template = "patients/_results.html" if request.htmx else "patients/list.html"
+    return render(request, template, context)
 
 
+@require_GET
+def patient_export(request):
+    query = PatientQuery.from_params(request.GET)
+    audit_record(
+        action="patients.exported", organization=request.organization, actor=request.user, object_type="contact",
+        request=request, changes={"search": query.search, "status": query.status, "sort": query.sort},
+    )
+    rows = selectors.patient_list_all(organization=request.organization, query=query)
+    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="patients-{stamp}.csv"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(patients):
+    writer = csv.writer(Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    for patient in patients:
+        yield writer.writerow([
+            safe_cell(patient.first_name), safe_cell(patient.last_name), safe_cell(patient.email),
+            safe_cell(patient.phone_e164 or patient.phone_raw), patient.date_of_birth or "",
+            patient.last_appointment_at.isoformat() if patient.last_appointment_at else "",
+            patient.next_appointment_at.isoformat() if patient.next_appointment_at else "",
+            "yes" if patient.is_current else "no", "yes" if patient.archived_at else "no",
+        ])
+
+
+def safe_cell(value: str) -> str:
+    """Neutralise spreadsheet formulas (CSV injection): vendor data is not trusted."""
+    return f"'{value}" if value and value[0] in "=+-@\t\r" else value
+
+
+@require_GET
 def patient_detail(request, patient_id: str):
     try:
         patient_uuid = uuid.UUID(patient_id)
@@ -26,4 +83,9 @@ def patient_detail(request, patient_id: str):
         raise Http404("No such patient.") from exc
     contact = selectors.patient_get(organization=request.organization, patient_id=patient_uuid)
     appointments = selectors.patient_appointments(organization=request.organization, contact=contact)
-    return render(request, "patients/detail.html", {"patient": contact, "appointments": appointments[:200]})
+    audit_record(
+        action="patient.viewed", organization=request.organization, actor=request.user, object_type="contact",
+        object_id=contact.pk, request=request,
+    )
+    return render(request, "patients/detail.html", {"patient": contact, "appointments": appointments,
+                                                    "now": timezone.now()})

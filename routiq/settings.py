@@ -157,7 +157,6 @@ LOGGING = {
 
 # --- Schedule (manage.py run_scheduler) ----------------------------------------------------------
 SCHEDULER_TICK_SECONDS = int(env("SCHEDULER_TICK_SECONDS", "30"))
-ROUTIQ_SCHEDULE: list[dict] = []
 
 # --- Clerk ----------------------------------------------------------------------------------------
 CLERK_JWT_KEY = env("CLERK_JWT_KEY").replace("\\n", "\n")  # PEM; networkless verification
@@ -183,3 +182,17 @@ DEV_ENCRYPTION_KEY = "8vJ3n4m1K9Yw2t0Qy7sHf5Lr6pXc3Zb1Ud4Ea2Gi0Ho="
 ROUTIQ_ENCRYPTION_KEYS = env_list("ROUTIQ_ENCRYPTION_KEYS", DEV_ENCRYPTION_KEY if DEBUG else "")
 if not DEBUG and (not ROUTIQ_ENCRYPTION_KEYS or DEV_ENCRYPTION_KEY in ROUTIQ_ENCRYPTION_KEYS):
     raise ImproperlyConfigured("ROUTIQ_ENCRYPTION_KEYS must be set (and not the development key) when DEBUG is off.")
+
+# --- Cliniko sync ---------------------------------------------------------------------------------
+CLINIKO_API_URL = env("CLINIKO_API_URL")  # overrides the shard URL for every key (a stand-in server)
+CLINIKO_CONTACT_EMAIL = env("CLINIKO_CONTACT_EMAIL", "support@routiq.example")  # in the mandatory User-Agent
+CLINIKO_RATE_LIMIT_PER_MINUTE = int(env("CLINIKO_RATE_LIMIT_PER_MINUTE", "200"))
+CLINIKO_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_SYNC_INTERVAL_SECONDS", "900"))
+SYNC_OVERLAP_SECONDS = int(env("SYNC_OVERLAP_SECONDS", "120"))
+ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
+ROUTIQ_SCHEDULE = [
+    {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
+     "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
+    {"name": "active-patients-nightly", "func": "patients.jobs.enqueue_active_patient_refreshes",
+     "every_seconds": 24 * 3600},
+]

@@ -205,3 +205,24 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["provider", "delivery_id"], name="webhook_deliveries_unique")
         ]
+
+
+class SyncCheckpoint(models.Model):
+    """How far one stream of one provider has been synced for an organization (a vendor high-water mark).
+
+    Written in the same transaction as the page it covers, so a killed worker resumes from the last
+    committed page, never before it (duplicates are upserts) and never after it (no loss).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sync_checkpoints")
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    stream = models.CharField(max_length=100, help_text="e.g. patients, patients/archived")
+    high_water_mark = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "sync_checkpoints"
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "provider", "stream"], name="sync_checkpoints_unique")
+        ]

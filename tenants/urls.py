@@ -1,12 +1,17 @@
 from django.conf import settings
 from django.urls import path
 
-from tenants import views, webhooks
+from tenants import integrations, views, webhooks
 
 urlpatterns = [
     path("sign-in/", views.sign_in, name="sign-in"),
     path("sign-out/", views.sign_out, name="sign-out"),
     path("webhooks/clerk/", webhooks.clerk_webhook, name="clerk-webhook"),
+    path("settings/integrations/", integrations.integrations, name="integrations"),
+    path("settings/integrations/<str:provider>/save", integrations.credential_save, name="credential-save"),
+    path("settings/integrations/<str:provider>/remove", integrations.credential_remove, name="credential-remove"),
+    path("settings/integrations/<str:provider>/test", integrations.credential_test, name="credential-test"),
+    path("settings/integrations/<str:provider>/sync", integrations.sync_now, name="sync-now"),
 ]
 if settings.DEV_SIGN_IN_ENABLED:
     urlpatterns.append(path("dev/sign-in/", views.dev_sign_in, name="dev-sign-in"))

@@ -14,7 +14,15 @@ from django.utils import timezone
 
 from messaging.models import Conversation, Message
 from patients.models import ActivePatient, Appointment, Contact
-from tenants.models import ApiCredential, AuditLog, Organization, OrganizationMember, SyncLog, User
+from tenants.models import (
+    ApiCredential,
+    AuditLog,
+    Organization,
+    OrganizationMember,
+    SyncCheckpoint,
+    SyncLog,
+    User,
+)
 
 _sequence = itertools.count(1)
 
@@ -60,6 +68,10 @@ def sync_log(organization: Organization) -> SyncLog:
     return SyncLog(organization=organization, provider="cliniko", resource="patients")
 
 
+def sync_checkpoint(organization: Organization) -> SyncCheckpoint:
+    return SyncCheckpoint(organization=organization, provider="cliniko", stream=f"stream{next(_sequence)}")
+
+
 def audit_log(organization: Organization) -> AuditLog:
     return AuditLog(organization=organization, action="test.event")
 
@@ -75,5 +87,8 @@ PUBLIC_TABLES: dict[str, Callable[[Organization], models.Model]] = {
     "organization_members": organization_member,
     "api_credentials": api_credential,
     "sync_logs": sync_log,
+    "sync_checkpoints": sync_checkpoint,
     "audit_logs": audit_log,
 }
+# Maintained by a trigger on contacts (patients/migrations/0004); isolation is tested through contacts.
+TRIGGER_MAINTAINED_TABLES = ["contact_search_terms"]

@@ -42,7 +42,9 @@ def test_new_schema_has_forced_rls_on_every_tenant_table():
             [organization.schema_name],
         )
         forced = {name for (name,) in cursor.fetchall()}
-    assert forced == {"contacts", "appointments", "active_patients", "conversations", "messages"}
+    assert forced == {
+        "contacts", "contact_search_terms", "appointments", "active_patients", "conversations", "messages"
+    }
 
 
 def test_duplicate_clerk_id_is_refused_without_side_effects(org_a):

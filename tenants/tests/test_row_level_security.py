@@ -6,7 +6,7 @@ import pytest
 from django.db import ProgrammingError, connection, transaction
 from psycopg import sql
 
-from routiq.testing.rows import PUBLIC_TABLES, TENANT_TABLES
+from routiq.testing.rows import PUBLIC_TABLES, TENANT_TABLES, TRIGGER_MAINTAINED_TABLES
 from tenants.binding import bind_organization
 
 ALL_TABLES = {**TENANT_TABLES, **PUBLIC_TABLES}
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 
 
 def qualified(table: str, organization) -> sql.Composable:
-    schema = organization.schema_name if table in TENANT_TABLES else "public"
+    schema = "public" if table in PUBLIC_TABLES else organization.schema_name
     return sql.Identifier(schema, table)
 
 
@@ -51,7 +51,7 @@ def test_every_table_with_organization_id_has_forced_rls(org_a):
             [org_a.schema_name],
         )
         tables = {name: (enabled, forced) for name, enabled, forced in cursor.fetchall()}
-    assert tables == {table: (True, True) for table in ALL_TABLES}
+    assert tables == {table: (True, True) for table in [*ALL_TABLES, *TRIGGER_MAINTAINED_TABLES]}
 
 
 @pytest.mark.parametrize("table", ALL_TABLES)
@@ -161,3 +161,15 @@ def test_inactive_organization_cannot_be_bound(org_a):
     with pytest.raises(NoOrganizationBound):
         with bind_organization(org_a):
             pass
+
+
+def test_search_terms_follow_contacts_and_stay_isolated(org_a, org_b):
+    with bind_organization(org_b):
+        ALL_TABLES["contacts"](org_b).save()
+        assert count_rows("contact_search_terms", org_b) >= 2
+    with bind_organization(org_a):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(org_b.schema_name, "contact_search_terms"))
+            )
+            assert cursor.fetchone()[0] == 0

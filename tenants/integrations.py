@@ -1,0 +1,129 @@
+"""The clinic admin's Integrations page: credentials (write-only secrets), test connection, syncs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from patients.clients.cliniko import ClinikoClient
+from routiq.http import VendorError
+from tenants.credentials import credential_delete, credential_get, credential_secret, credential_set
+from tenants.crypto import CredentialDecryptionError
+from tenants.forms import CredentialForm
+from tenants.models import ApiCredential, Provider, SyncLog
+from tenants.permissions import organization_admin_required
+
+SYNCED_RESOURCES = {Provider.CLINIKO: ["patients", "appointments"]}
+
+
+@dataclass
+class IntegrationCard:
+    provider: str
+    label: str
+    credential: ApiCredential | None
+    form: CredentialForm
+    last_syncs: list[SyncLog]
+
+
+def latest_syncs(organization, provider: str) -> list[SyncLog]:
+    return [
+        log
+        for resource in SYNCED_RESOURCES.get(provider, [])
+        if (log := SyncLog.objects.filter(organization=organization, provider=provider, resource=resource)
+            .order_by("-started_at").first()) is not None
+    ]
+
+
+def provider_or_404(provider: str) -> str:
+    if provider not in Provider.values:
+        raise Http404("Unknown provider.")
+    return provider
+
+
+@require_GET
+@organization_admin_required
+def integrations(request):
+    cards = []
+    for provider, label in Provider.choices:
+        credential = credential_get(organization=request.organization, provider=provider)
+        initial = {"base_url": credential.base_url, "account_id": credential.account_id} if credential else {}
+        cards.append(IntegrationCard(provider, label, credential, CredentialForm(initial=initial, prefix=provider),
+                                     latest_syncs(request.organization, provider)))
+    return render(request, "tenants/integrations.html", {"cards": cards})
+
+
+@require_POST
+@organization_admin_required
+def credential_save(request, provider: str):
+    provider = provider_or_404(provider)
+    form = CredentialForm(request.POST, prefix=provider)
+    if form.is_valid():
+        try:
+            credential_set(
+                organization=request.organization, provider=provider, secret=form.cleaned_data["secret"] or None,
+                base_url=form.cleaned_data["base_url"], account_id=form.cleaned_data["account_id"],
+                actor=request.user, request=request,
+            )
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            messages.success(request, f"{Provider(provider).label} credential saved.")
+    else:
+        messages.error(request, "Please correct the form: " + "; ".join(
+            f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+    return redirect("integrations")
+
+
+@require_POST
+@organization_admin_required
+def credential_remove(request, provider: str):
+    provider = provider_or_404(provider)
+    if credential_delete(organization=request.organization, provider=provider, actor=request.user, request=request):
+        messages.success(request, f"{Provider(provider).label} credential removed.")
+    return redirect("integrations")
+
+
+@require_POST
+@organization_admin_required
+def credential_test(request, provider: str):
+    provider = provider_or_404(provider)
+    credential = credential_get(organization=request.organization, provider=provider)
+    if credential is None:
+        messages.error(request, "Save a credential first.")
+        return redirect("integrations")
+    if provider != Provider.CLINIKO:
+        messages.info(request, f"Testing a {Provider(provider).label} connection is not available yet.")
+        return redirect("integrations")
+    try:
+        # One quick call with a short timeout and no retries: the admin is waiting for the answer.
+        ClinikoClient(
+            credential_secret(credential), contact_email=settings.CLINIKO_CONTACT_EMAIL,
+            base_url=credential.base_url or settings.CLINIKO_API_URL or None, timeout=(3, 5), max_retries=0,
+            max_rate_limit_retries=0,
+        ).check_connection()
+    except (VendorError, CredentialDecryptionError) as exc:
+        messages.error(request, f"Cliniko connection failed: {exc}")
+    else:
+        messages.success(request, "Cliniko connection works.")
+    return redirect("integrations")
+
+
+@require_POST
+@organization_admin_required
+def sync_now(request, provider: str):
+    from patients.jobs import enqueue_organization_sync
+
+    if provider_or_404(provider) != Provider.CLINIKO:
+        raise Http404("This provider has no sync yet.")
+    if credential_get(organization=request.organization, provider=provider) is None:
+        messages.error(request, "Save a Cliniko credential first.")
+        return redirect("integrations")
+    enqueue_organization_sync(request.organization, full=request.POST.get("full") == "1")
+    messages.success(request, "Sync queued. Refresh this page to follow it.")
+    return redirect("integrations")
