@@ -49,6 +49,9 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Lets parallel test runs on one server use separate test databases (default: test_<name>).
+if env("TEST_DATABASE_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
 # Our backend re-sends the bound organization with every cursor (tenants/pgbackend).
 DATABASES["default"]["ENGINE"] = "tenants.pgbackend"
 DATABASE_APP_ROLE = env("DATABASE_APP_ROLE", "routiq_app")
