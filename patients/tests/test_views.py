@@ -1,0 +1,174 @@
+"""Patient pages through real HTTP requests with real signed tokens, as the app role."""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import re
+
+import pytest
+
+from patients.models import Contact
+from patients.services import active_patients_refresh
+from routiq.testing.clerk_fixtures import bearer
+from tenants.binding import bind_organization
+from tenants.models import AuditLog
+
+pytestmark = pytest.mark.django_db
+PATIENT_LINK = re.compile(r'<a href="/patients/[0-9a-f-]{36}/">([^<]+)</a>')
+
+
+def make_contacts(organization, specs):
+    with bind_organization(organization):
+        contacts = [
+            Contact.objects.create(organization=organization, first_name=first, last_name=last, email=email,
+                                   phone_raw=phone, phone_e164=e164)
+            for first, last, email, phone, e164 in specs
+        ]
+        active_patients_refresh(organization=organization)
+    return contacts
+
+
+@pytest.fixture
+def clinic_a(org_a):
+    return make_contacts(org_a, [
+        ("Ava", "Smith", "ava.smith@example.com", "0412 345 678", "+61412345678"),
+        ("Ben", "Smithers", "ben@example.com", "0499 000 111", "+61499000111"),
+        ("Cleo", "Ng", "cleo.ng@mail.example", "0422 555 678", "+61422555678"),
+        ("Zoë", "Ó Briain", "zoe@example.com", "", None),
+    ])
+
+
+@pytest.fixture
+def clinic_b(org_b):
+    return make_contacts(org_b, [("Sam", "Smith", "sam.smith@example.com", "0412 345 999", "+61412345999")])
+
+
+def names(response) -> list[str]:
+    return [html.unescape(name) for name in PATIENT_LINK.findall(response.content.decode())]
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("smi", ["Smith, Ava", "Smithers, Ben"]),
+        ("SMITH ava", ["Smith, Ava"]),
+        ("cleo.ng", ["Ng, Cleo"]),
+        ("mail", ["Ng, Cleo"]),
+        ("0412", ["Smith, Ava"]),
+        ("+61 412", ["Smith, Ava"]),
+        ("5678", ["Ng, Cleo", "Smith, Ava"]),
+        ("zoë", ["Ó Briain, Zoë"]),
+        ("nobody", []),
+    ],
+)
+def test_search_by_name_email_and_phone_digits(client, mint, org_a, clinic_a, clinic_b, query, expected):
+    response = client.get("/patients/", {"q": query}, **bearer(mint(org_a)))
+
+    assert response.status_code == 200
+    assert names(response) == expected
+
+
+def test_list_pages_by_keyset_without_repeating_or_skipping(client, mint, org_a):
+    make_contacts(org_a, [(f"P{n:03}", f"Family{n % 7}", f"p{n}@example.com", "", None) for n in range(120)])
+    token = mint(org_a)
+    seen, params = [], {}
+    while True:
+        response = client.get("/patients/", params, **bearer(token))
+        seen += names(response)
+        cursor = response.context["page"].next_cursor
+        if cursor is None:
+            break
+        params = {"after": cursor}
+
+    assert len(seen) == 120 and len(set(seen)) == 120
+    assert seen == sorted(seen, key=lambda name: (name.split(", ")[0], name.split(", ")[1]))
+
+
+def test_a_tampered_cursor_falls_back_to_the_first_page(client, mint, org_a, clinic_a):
+    response = client.get("/patients/", {"after": "not-base64!!"}, **bearer(mint(org_a)))
+
+    assert response.status_code == 200
+    assert names(response)[0] == "Ng, Cleo"
+
+
+def test_filters_archived_and_inactive(client, mint, org_a, clinic_a):
+    with bind_organization(org_a):
+        Contact.objects.filter(last_name="Ng").update(archived_at="2025-01-01T00:00:00Z")
+    token = mint(org_a)
+
+    archived = client.get("/patients/", {"status": "archived"}, **bearer(token))
+    current = client.get("/patients/", {"status": "current"}, **bearer(token))
+    inactive = client.get("/patients/", {"status": "inactive"}, **bearer(token))
+
+    assert names(archived) == ["Ng, Cleo"]
+    assert "Ng, Cleo" not in names(current)
+    assert names(inactive) == names(current)  # nobody has appointments
+
+
+def test_search_never_returns_another_clinics_patients(client, mint, org_a, org_b, clinic_a, clinic_b):
+    response = client.get("/patients/", {"q": "sam"}, **bearer(mint(org_a)))
+    response_b = client.get("/patients/", {"q": "sam"}, **bearer(mint(org_b)))
+
+    assert names(response) == []
+    assert names(response_b) == ["Smith, Sam"]
+
+
+def test_export_streams_the_filtered_list_and_is_audited(client, mint, org_a, clinic_a, clinic_b):
+    response = client.get("/patients/export.csv", {"q": "smi"}, **bearer(mint(org_a)))
+
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert [row[1] for row in rows[1:]] == ["Smith", "Smithers"]
+    with bind_organization(org_a):
+        assert AuditLog.objects.filter(action="patients.exported").count() == 1
+
+
+def test_export_never_contains_another_clinics_patients(client, mint, org_a, clinic_a, clinic_b):
+    response = client.get("/patients/export.csv", **bearer(mint(org_a)))
+
+    body = b"".join(response.streaming_content).decode()
+    assert "Sam" not in body and "Ava" in body
+
+
+def test_export_neutralises_spreadsheet_formulas(client, mint, org_a):
+    make_contacts(org_a, [("=HYPERLINK(\"x\")", "Evil", "", "", None)])
+
+    body = b"".join(client.get("/patients/export.csv", **bearer(mint(org_a))).streaming_content).decode()
+
+    assert "'=HYPERLINK" in body
+
+
+def test_viewing_a_patient_writes_exactly_one_audit_row(client, mint, org_a, clinic_a):
+    patient = clinic_a[0]
+
+    response = client.get(f"/patients/{patient.pk}/", **bearer(mint(org_a)))
+
+    assert response.status_code == 200 and b"Ava" in response.content
+    with bind_organization(org_a):
+        rows = AuditLog.objects.filter(action="patient.viewed", object_id=str(patient.pk))
+        assert rows.count() == 1
+        assert rows.get().actor.clerk_user_id == "user_test_alice"
+
+
+def test_another_clinics_patient_is_404_and_not_audited(client, mint, org_a, clinic_b):
+    response = client.get(f"/patients/{clinic_b[0].pk}/", **bearer(mint(org_a)))
+
+    assert response.status_code == 404
+    assert b"Sam" not in response.content
+    with bind_organization(org_a):
+        assert not AuditLog.objects.filter(action="patient.viewed").exists()
+
+
+def test_empty_list_tells_an_admin_to_connect_cliniko(client, mint, org_a):
+    response = client.get("/patients/", **bearer(mint(org_a, role="admin")))
+
+    assert b"Connect Cliniko" in response.content and b"/settings/integrations/" in response.content
+
+
+def test_search_as_you_type_returns_only_the_results_fragment(client, mint, org_a, clinic_a):
+    response = client.get("/patients/", {"q": "ava"}, HTTP_HX_REQUEST="true", **bearer(mint(org_a)))
+
+    assert b"<html" not in response.content
+    assert names(response) == ["Smith, Ava"]
