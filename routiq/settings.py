@@ -65,7 +65,7 @@ SHARED_APPS = [
     "django_tenants",
     "tenants",
     "billing",
-    "django.contrib.admin",
+    "routiq.admin.RoutIQAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -93,6 +93,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Verifies the Clerk session token, opens/refreshes the Django session, binds the organization.
     "tenants.middleware.ClerkOrganizationMiddleware",
+    "tenants.middleware.PlatformAdminMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

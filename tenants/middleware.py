@@ -20,7 +20,7 @@ from tenants.authentication import (
     session_is_idle,
     verifier,
 )
-from tenants.binding import bind_organization, unbind_all
+from tenants.binding import bind_organization, platform_access, unbind_all
 from tenants.clerk.tokens import TokenError
 
 logger = logging.getLogger(__name__)
@@ -166,3 +166,17 @@ class ClerkOrganizationMiddleware:
         if self.wants_json(request):
             return JsonResponse({"error": "forbidden", "reason": message}, status=403)
         return render(request, "tenants/denied.html", {"message": message}, status=403)
+
+
+class PlatformAdminMiddleware:
+    """Django admin requests by staff run with platform access (binding.platform_access): the public tables
+    of every organization are readable and writable there. Anyone else gets the admin's own login page."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/admin/") and request.user.is_authenticated and request.user.is_staff:
+            with platform_access(f"django admin: {request.user.pk}"):
+                return self.get_response(request)
+        return self.get_response(request)

@@ -1,0 +1,120 @@
+"""The platform admin: staff only, every organization's public rows, secrets write-only, logs read-only."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenants.binding import bind_organization
+from tenants.credentials import credential_get, credential_secret, credential_set
+from tenants.models import AuditLog, Organization, SyncLog, User
+
+pytestmark = pytest.mark.django_db
+SECRET = "adm1n-visible-n3ver-au1"
+
+
+@pytest.fixture
+def staff(client):
+    user = User.objects.create_user(username="platform-admin", password="correct horse battery staple",
+                                    is_staff=True, is_superuser=True)
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def logs(org_a, org_b):
+    for organization in (org_a, org_b):
+        with bind_organization(organization):
+            SyncLog.objects.create(organization=organization, provider="cliniko", resource="patients",
+                                   error=f"boom-{organization.slug}")
+
+
+def test_a_signed_in_non_staff_user_gets_no_admin_page(client):
+    client.force_login(User.objects.create_user(username="clinic-user", password="x" * 16))
+
+    response = client.get("/admin/")
+
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_anonymous_gets_the_admin_login(client):
+    assert client.get("/admin/tenants/organization/").status_code == 302
+
+
+def test_staff_see_every_organizations_sync_logs(client, staff, logs):
+    response = client.get("/admin/tenants/synclog/")
+
+    assert response.status_code == 200
+    assert b"boom-harbour-physio" in response.content and b"boom-summit-chiro" in response.content
+
+
+def test_sync_and_audit_logs_are_not_editable(client, staff, logs, org_a):
+    with bind_organization(org_a):
+        log = SyncLog.objects.get(organization=org_a)
+        audit = AuditLog.objects.filter(organization=org_a).first()
+
+    assert client.get(f"/admin/tenants/synclog/{log.pk}/change/").status_code in (200, 403)
+    assert client.post(f"/admin/tenants/synclog/{log.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert client.post(f"/admin/tenants/auditlog/{audit.pk}/delete/", {"post": "yes"}).status_code == 403
+    with bind_organization(org_a):
+        assert SyncLog.objects.filter(pk=log.pk).exists()
+
+
+def test_organization_list_shows_member_counts_across_organizations(client, staff, org_a, mint):
+    from routiq.testing.clerk_fixtures import bearer
+
+    client.get("/patients/", **bearer(mint(org_a, user_id="user_admin_count")))  # a JIT membership in A
+    client.force_login(staff)
+
+    response = client.get("/admin/tenants/organization/")
+
+    assert response.status_code == 200
+    counts = {str(o.pk): o.active_members for o in response.context["cl"].result_list}  # evaluated in the request
+    assert counts[str(org_a.pk)] == 1
+
+
+def test_credential_secret_is_write_only_in_admin(client, staff, org_a):
+    with bind_organization(org_a):
+        credential = credential_set(organization=org_a, provider="cliniko", secret=SECRET)
+
+    listing = client.get("/admin/tenants/apicredential/")
+    change = client.get(f"/admin/tenants/apicredential/{credential.pk}/change/")
+
+    assert listing.status_code == 200 and change.status_code == 200
+    for response in (listing, change):
+        assert SECRET.encode() not in response.content
+    assert b"-au1" in listing.content
+
+
+def test_credential_added_in_admin_is_encrypted_and_audited(client, staff, org_b):
+    response = client.post("/admin/tenants/apicredential/add/", {
+        "organization": str(org_b.pk), "provider": "cliniko", "secret": SECRET, "base_url": "", "account_id": "",
+    })
+
+    assert response.status_code == 302
+    with bind_organization(org_b):
+        credential = credential_get(organization=org_b, provider="cliniko")
+        assert credential_secret(credential) == SECRET and SECRET not in credential.secret_ciphertext
+        audit = AuditLog.objects.get(action="credential.created")
+    assert audit.actor == staff and SECRET not in str(audit.changes)
+
+
+def test_deactivate_action_keeps_the_data_and_audits(client, staff, org_b):
+    response = client.post("/admin/tenants/organization/", {
+        "action": "deactivate", "_selected_action": [str(org_b.pk)],
+    })
+
+    assert response.status_code == 302
+    assert Organization.objects.get(pk=org_b.pk).is_active is False
+
+
+def test_database_health_page_for_staff(client, staff):
+    response = client.get("/admin/database-health/")
+
+    assert response.status_code == 200
+    assert b"contacts" in response.content and b"Job queues" in response.content and b"sync" in response.content
+
+
+def test_database_health_page_refuses_non_staff(client):
+    client.force_login(User.objects.create_user(username="not-staff", password="x" * 16))
+
+    assert client.get("/admin/database-health/").status_code == 302
