@@ -1,15 +1,16 @@
-"""Demo organizations, staff and patients for `make run`. Idempotent: run it as often as you like."""
+"""Demo organizations and staff for `make run`, with patients that arrive through a real Cliniko sync.
+
+`scripts/dev.py run` starts one Cliniko stand-in server per demo clinic (routiq/testing/cliniko_stub.py,
+seeded with realistic patients and appointments) and passes their URLs here; each demo clinic gets a
+Cliniko credential pointing at its server and a sync is queued, so the portal shows data that went
+through the same client, pacing, upserts and checkpoints as production. Idempotent.
+"""
 
 from __future__ import annotations
 
-import random
-from datetime import timedelta
-
-from django.db import transaction
-from django.utils import timezone
-
-from patients.models import Appointment, Contact
+from patients.jobs import enqueue_organization_sync
 from tenants.binding import bind_organization
+from tenants.credentials import credential_set
 from tenants.models import Organization, OrganizationMember, User
 from tenants.services import organization_create
 
@@ -17,25 +18,27 @@ DEMO_ORGANIZATIONS = [
     {"name": "Harbour Physio", "clerk_org_id": "org_demo_harbour", "slug": "harbour-physio"},
     {"name": "Summit Chiro", "clerk_org_id": "org_demo_summit", "slug": "summit-chiro"},
 ]
-FIRST_NAMES = ["Olivia", "Jack", "Charlotte", "William", "Amelia", "Noah", "Isla", "Oliver", "Mia", "Leo",
-               "Grace", "Henry", "Chloe", "Lucas", "Zoe", "Thomas", "Ruby", "James", "Sophie", "Ethan"]
-LAST_NAMES = ["Smith", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Nguyen", "Johnson", "Martin", "White",
-              "Anderson", "Walker", "Thompson", "Harris", "Lee", "Ryan", "Kelly", "King", "Tran", "Wright"]
+DEMO_CLINIKO_KEY = "demo-key"
 
 
-def load_demo(*, patients_per_organization: int = 120) -> list[Organization]:
+def load_demo(*, cliniko_urls: dict[str, str]) -> list[Organization]:
+    """``cliniko_urls`` maps a demo clerk_org_id to the base URL of its Cliniko stand-in server."""
     organizations = []
-    for index, spec in enumerate(DEMO_ORGANIZATIONS):
+    for spec in DEMO_ORGANIZATIONS:
         organization = Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).first()
         if organization is None:
             organization = organization_create(**spec, actor_label="demo")
         organizations.append(organization)
-        demo_staff(organization, index)
-        demo_patients(organization, patients_per_organization, seed=index)
+        demo_staff(organization)
+        if spec["clerk_org_id"] in cliniko_urls:
+            with bind_organization(organization):
+                credential_set(organization=organization, provider="cliniko", secret=DEMO_CLINIKO_KEY,
+                               base_url=cliniko_urls[spec["clerk_org_id"]], actor_label="demo")
+            enqueue_organization_sync(organization)
     return organizations
 
 
-def demo_staff(organization: Organization, index: int) -> None:
+def demo_staff(organization: Organization) -> None:
     slug = organization.slug.split("-")[0]
     with bind_organization(organization):
         for role in ("admin", "member"):
@@ -45,35 +48,3 @@ def demo_staff(organization: Organization, index: int) -> None:
                           "email": f"{role}@{slug}.example"},
             )
             OrganizationMember.objects.get_or_create(organization=organization, user=user, defaults={"role": role})
-
-
-def demo_patients(organization: Organization, count: int, *, seed: int) -> None:
-    rng = random.Random(seed)
-    now = timezone.now()
-    with bind_organization(organization), transaction.atomic():
-        if Contact.objects.exists():
-            return
-        contacts = Contact.objects.bulk_create(
-            Contact(
-                organization=organization,
-                first_name=rng.choice(FIRST_NAMES),
-                last_name=rng.choice(LAST_NAMES),
-                email=f"patient{n}.{organization.slug}@example.com",
-                phone_raw=f"04{rng.randint(10_000_000, 99_999_999)}",
-                phone_e164=None,
-                cliniko_patient_id=1390726237298631000 + seed * 100_000 + n,
-            )
-            for n in range(count)
-        )
-        Appointment.objects.bulk_create(
-            Appointment(
-                organization=organization,
-                contact=contact,
-                cliniko_patient_id=contact.cliniko_patient_id,
-                cliniko_appointment_id=contact.cliniko_patient_id + 50_000_000 + k * 1_000_000,
-                starts_at=now + timedelta(days=rng.randint(-200, 30), hours=rng.randint(8, 17)),
-                did_not_arrive=rng.random() < 0.05,
-            )
-            for contact in contacts
-            for k in range(rng.randint(0, 4))
-        )

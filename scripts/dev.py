@@ -79,32 +79,45 @@ def run_portal(env: dict[str, str], port: int) -> int:
     manage(env, "setup_database", "--allow-test-databases")  # dev shares roles with `make test`
     manage(env, "migrate_schemas", "--shared", as_owner=True)
     manage(env, "migrate_schemas", "--tenant", as_owner=True)
-    manage(env, "load_demo", as_owner=True)
+    # One Cliniko stand-in per demo clinic: the demo's patients arrive through a real sync.
+    stubs = {"org_demo_harbour": (port + 765, 420, 11), "org_demo_summit": (port + 766, 260, 12)}
     owner_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
-    processes = [
-        subprocess.Popen([*MANAGE, "runserver", f"127.0.0.1:{port}", "--noreload"], env=env, cwd=ROOT),
-        subprocess.Popen([*MANAGE, "rqworker", "default", "sync", "--with-scheduler"], env=env, cwd=ROOT),
-        # Provisioning (CREATE SCHEMA for a new organization) is the only work that needs the owner role.
-        subprocess.Popen([*MANAGE, "rqworker", "provisioning"], env=owner_env, cwd=ROOT),
-        subprocess.Popen([*MANAGE, "run_scheduler"], env=env, cwd=ROOT),
-    ]
-    print(f"\n  RoutIQ is running: http://127.0.0.1:{port}/  (dev sign-in: http://127.0.0.1:{port}/dev/sign-in/)")
-    print("  Ctrl-C stops the portal, the workers, the scheduler and any embedded servers.\n", flush=True)
+    processes: list[subprocess.Popen] = []
     try:
+        for stub_port, patients, seed in stubs.values():
+            processes.append(subprocess.Popen(
+                [PYTHON, "-m", "routiq.testing.cliniko_stub", "--port", str(stub_port), "--api-key", "demo-key",
+                 "--seed-patients", str(patients), "--seed", str(seed)], env=env, cwd=ROOT))
+        manage(env, "load_demo", *[f"--cliniko={org}=http://127.0.0.1:{p}/v1" for org, (p, _, _) in stubs.items()],
+               as_owner=True)
+        for command, process_env in (
+            (["runserver", f"127.0.0.1:{port}", "--noreload"], env),
+            (["rqworker", "default", "sync", "--with-scheduler"], env),
+            # Provisioning (CREATE SCHEMA for a new organization) is the only work that needs the owner role.
+            (["rqworker", "provisioning"], owner_env),
+            (["run_scheduler"], env),
+        ):
+            processes.append(subprocess.Popen([*MANAGE, *command], env=process_env, cwd=ROOT))
+        print(f"\n  RoutIQ is running: http://127.0.0.1:{port}/  (dev sign-in: http://127.0.0.1:{port}/dev/sign-in/)")
+        print("  Ctrl-C stops the portal, the workers, the scheduler and any embedded servers.\n", flush=True)
         while all(process.poll() is None for process in processes):
             time.sleep(0.5)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def main() -> int:

@@ -1,13 +1,23 @@
-"""Create the demo organizations, their staff and patients (development only; run as the owner role)."""
+"""Create the demo organizations and staff, point them at Cliniko stand-ins and queue their syncs."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from routiq.demo import load_demo
 
 
 class Command(BaseCommand):
-    help = "Load demo organizations, staff and patients. Idempotent."
+    help = "Load demo organizations (development only). Idempotent."
 
-    def handle(self, *args, **options):
-        for organization in load_demo():
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--cliniko", action="append", default=[], metavar="CLERK_ORG_ID=URL",
+            help="Base URL of a Cliniko (stand-in) API for a demo organization; repeatable.",
+        )
+
+    def handle(self, *args, cliniko, **options):
+        try:
+            urls = dict(item.split("=", 1) for item in cliniko)
+        except ValueError as exc:
+            raise CommandError("--cliniko takes CLERK_ORG_ID=URL") from exc
+        for organization in load_demo(cliniko_urls=urls):
             self.stdout.write(f"Demo organization ready: {organization.name} ({organization.clerk_org_id})")
