@@ -120,7 +120,15 @@ def stop(processes: list[subprocess.Popen]) -> None:
             process.kill()
 
 
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    # Ctrl-C, or a SIGTERM from a process manager, stops everything we started. A shell that starts us in
+    # the background sets SIGINT to "ignore"; restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["run", "test"])
     parser.add_argument("--data-dir", default=str(ROOT / ".devdata"))
