@@ -61,6 +61,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Tenancy --------------------------------------------------------------------------------------
 TENANT_MODEL = "tenants.Organization"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
+# Issue SET search_path once per set_tenant, not on every cursor (verified with our RLS backend: stack-notes §3).
+TENANT_LIMIT_SET_CALLS = True
 SHARED_APPS = [
     "django_tenants",
     "tenants",
@@ -198,5 +200,7 @@ ROUTIQ_SCHEDULE = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
     {"name": "active-patients-nightly", "func": "patients.jobs.enqueue_active_patient_refreshes",
+     "every_seconds": 24 * 3600},
+    {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",
      "every_seconds": 24 * 3600},
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -28,11 +29,19 @@ logger = logging.getLogger(__name__)
 SESSION_ORGANIZATION = "routiq_organization_id"
 SESSION_LAST_SEEN = "routiq_last_seen"
 SESSION_CLERK_SESSION = "routiq_clerk_session_id"
+SESSION_TOUCH_INTERVAL = timedelta(seconds=60)
 # Paths that carry no clinic data and authenticate differently (or not at all).
 UNBOUND_PATH_PREFIXES = (
     "/static/", "/healthz", "/webhooks/", "/admin/", "/django-rq/", "/sign-in/", "/sign-out/", "/dev/sign-in/",
     "/favicon.ico",
 )
+
+
+def touch(session) -> None:
+    """Record activity for the idle timeout, at most once a minute (a session write per request is waste)."""
+    last_seen = session.get(SESSION_LAST_SEEN)
+    if last_seen is None or timezone.now() - datetime.fromisoformat(last_seen) > SESSION_TOUCH_INTERVAL:
+        session[SESSION_LAST_SEEN] = timezone.now().isoformat()
 
 
 class PublicSchemaMiddleware:
@@ -93,29 +102,43 @@ class ClerkOrganizationMiddleware:
     def authenticate(self, request) -> PortalIdentity:
         header = request.headers.get("Authorization", "")
         bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
-        token = bearer or request.COOKIES.get("__session")
-        if token:
+        if bearer:
+            # API-style request: the token is the whole authentication; no session is opened or used.
+            identity = identity_from_claims(self.verify(request, bearer))
+            request.user = identity.user
+            return identity
+        cookie = request.COOKIES.get("__session")
+        if cookie:
             try:
-                claims = verifier().verify(token)
+                claims = verifier().verify(cookie)
             except TokenError as exc:
                 # A stale cookie is normal between Clerk's refreshes: the session carries on. Anything else
-                # (forged, wrong party, a bad bearer token) ends the session.
-                if exc.reason != "expired" or bearer:
-                    request.session.flush()
-                    logger.info("token rejected reason=%s path=%s", exc.reason, request.path)
-                    raise Unauthenticated(exc.reason) from exc
+                # (forged, wrong party, pending) ends the session.
+                if exc.reason != "expired":
+                    self.reject(request, exc)
             else:
                 identity = identity_from_claims(claims)
                 self.open_session(request, identity, claims.session_id)
                 return identity
         return self.resume_session(request)
 
+    def verify(self, request, token: str):
+        try:
+            return verifier().verify(token)
+        except TokenError as exc:
+            self.reject(request, exc)
+
+    @staticmethod
+    def reject(request, exc: TokenError):
+        request.session.flush()
+        logger.info("token rejected reason=%s path=%s", exc.reason, request.path)
+        raise Unauthenticated(exc.reason) from exc
+
     def open_session(self, request, identity: PortalIdentity, clerk_session_id: str | None) -> None:
         session = request.session
         same_session = (
             session.get(SESSION_ORGANIZATION) == str(identity.organization.pk)
             and str(request.user.pk) == str(identity.user.pk)
-            and session.get(SESSION_LAST_SEEN)
             and not session_is_idle(session.get(SESSION_LAST_SEEN))
         )
         if not same_session:
@@ -130,7 +153,7 @@ class ClerkOrganizationMiddleware:
                 object_type="clerk_session", object_id=clerk_session_id or "", request=request,
                 changes={"role": identity.membership.role},
             )
-        session[SESSION_LAST_SEEN] = timezone.now().isoformat()
+        touch(session)
 
     def resume_session(self, request) -> PortalIdentity:
         session = request.session
@@ -141,7 +164,7 @@ class ClerkOrganizationMiddleware:
             session.flush()
             raise Unauthenticated("idle-timeout")
         identity = identity_from_session(request.user, organization_pk)
-        session[SESSION_LAST_SEEN] = timezone.now().isoformat()
+        touch(session)
         return identity
 
     @staticmethod

@@ -156,8 +156,16 @@ def test_first_token_creates_user_and_membership_just_in_time_with_mapped_role(c
     assert (membership.role, membership.clerk_role) == ("member", "billing_clerk")
 
 
-def test_token_opens_a_session_that_serves_later_requests_without_a_token(client, mint, org_a, patients):
-    assert client.get("/patients/", **bearer(mint(org_a))).status_code == 200
+def browser_get(client, token, path="/patients/"):
+    """What Clerk's browser script does: the token in the __session cookie."""
+    client.cookies["__session"] = token
+    response = client.get(path)
+    del client.cookies["__session"]
+    return response
+
+
+def test_a_cookie_token_opens_a_session_that_serves_later_requests(client, mint, org_a, patients):
+    assert browser_get(client, mint(org_a)).status_code == 200
 
     response = client.get("/patients/")
 
@@ -176,8 +184,16 @@ def test_an_expired_cookie_rides_on_the_open_session(client, mint, org_a, patien
     assert client.get("/patients/").status_code == 200
 
 
-def test_session_ends_after_the_idle_timeout(client, mint, org_a, patients, settings):
+def test_bearer_requests_are_stateless(client, mint, org_a, patients):
     assert client.get("/patients/", **bearer(mint(org_a))).status_code == 200
+
+    assert client.get("/patients/").status_code == 302
+    with bind_organization(org_a):
+        assert not AuditLog.objects.filter(action="session.started").exists()
+
+
+def test_session_ends_after_the_idle_timeout(client, mint, org_a, patients, settings):
+    assert browser_get(client, mint(org_a)).status_code == 200
     session = client.session
     idle_for = timedelta(seconds=settings.SESSION_IDLE_TIMEOUT_SECONDS + 1)
     session["routiq_last_seen"] = (timezone.now() - idle_for).isoformat()
@@ -190,10 +206,10 @@ def test_session_ends_after_the_idle_timeout(client, mint, org_a, patients, sett
 
 
 def test_switching_organization_in_clerk_rebinds_the_session(client, mint, org_a, org_b, patients):
-    client.get("/patients/", **bearer(mint(org_a)))
+    browser_get(client, mint(org_a))
     first_key = client.session.session_key
 
-    client.get("/patients/", **bearer(mint(org_b)))
+    browser_get(client, mint(org_b))
     response = client.get("/patients/")
 
     assert b"Summit" in response.content and b"Harbour" not in response.content
@@ -204,13 +220,13 @@ def test_membership_removed_by_webhook_is_refused_at_once(client, mint, org_a, p
     from tenants.services import membership_remove
 
     token = mint(org_a)
-    assert client.get("/patients/", **bearer(token)).status_code == 200
+    assert browser_get(client, token).status_code == 200
     with bind_organization(org_a):
         membership = OrganizationMember.objects.get(organization=org_a, user__clerk_user_id="user_test_alice")
         membership_remove(membership=membership, when=timezone.now())
 
-    assert client.get("/patients/", **bearer(token)).status_code == 403
-    assert client.get("/patients/").status_code in (302, 401, 403)
+    assert client.get("/patients/").status_code == 403  # the open session
+    assert client.get("/patients/", **bearer(token)).status_code == 403  # the unexpired token
 
 
 def test_a_token_issued_after_removal_restores_the_membership(client, mint, org_a):

@@ -51,7 +51,28 @@ def test_every_table_with_organization_id_has_forced_rls(org_a):
             [org_a.schema_name],
         )
         tables = {name: (enabled, forced) for name, enabled, forced in cursor.fetchall()}
-    assert tables == {table: (True, True) for table in [*ALL_TABLES, *TRIGGER_MAINTAINED_TABLES]}
+        # audit_logs is partitioned by month (tenants/migrations/0006). A query naming a partition is checked
+        # against the partition's own policies, so every partition must carry forced RLS and the parent's policy.
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'public.audit_logs'::regclass"
+        )
+        audit_partitions = [name for (name,) in cursor.fetchall()]
+        policies = {}
+        for table in ["audit_logs", *audit_partitions]:
+            cursor.execute(
+                "SELECT policyname, permissive, roles, cmd, qual, with_check FROM pg_policies "
+                "WHERE schemaname = 'public' AND tablename = %s ORDER BY policyname",
+                [table],
+            )
+            policies[table] = cursor.fetchall()
+    assert "audit_logs_default" in audit_partitions
+    assert tables == {
+        table: (True, True) for table in [*ALL_TABLES, *TRIGGER_MAINTAINED_TABLES, *audit_partitions]
+    }
+    assert policies["audit_logs"]
+    for partition in audit_partitions:
+        assert policies[partition] == policies["audit_logs"], partition
 
 
 @pytest.mark.parametrize("table", ALL_TABLES)

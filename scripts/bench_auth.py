@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""What the Clerk sign-in middleware adds to a request, with the verification key cached.
+
+    .venv/bin/python scripts/bench_auth.py [--requests 2000]
+
+Scratch database `routiq_bench_auth` (dropped at the end) on DATABASE_ADMIN_URL's server; one organization.
+Each request goes through the session, authentication and Clerk middlewares to a view that returns an empty
+response; the baseline is the same chain without the Clerk middleware. Printed: median and p95 of the whole
+chain for (a) a fresh Bearer token (RS256 verify + organization, user and membership lookups + session
+refresh) and (b) a request riding on the Django session the token opened (no token), and the difference to
+the baseline — the middleware's added time per request. Server time in-process, no network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+from bench_tenancy import admin_execute, manage
+from dev import DEV_ROLES, ROOT, role_url
+from psycopg import sql
+
+DATABASE = "routiq_bench_auth"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def timed(handler, make_request, count: int) -> list[float]:
+    for _ in range(50):  # warm caches and the connection
+        handler(make_request())
+    samples = []
+    for _ in range(count):
+        request = make_request()
+        started = time.perf_counter()
+        response = handler(request)
+        samples.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200, response.status_code
+    return samples
+
+
+def measure(count: int) -> list[tuple[str, list[float]]]:
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth.middleware import AuthenticationMiddleware
+    from django.contrib.sessions.middleware import SessionMiddleware
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from tenants.authentication import verifier
+    from tenants.clerk.dev_tokens import SigningKey, mint_session_token
+    from tenants.middleware import ClerkOrganizationMiddleware, PublicSchemaMiddleware
+    from tenants.services import organization_create
+
+    key = SigningKey.generate(kid="bench")
+    settings.CLERK_JWT_KEY, settings.CLERK_AUTHORIZED_PARTIES = key.public_pem(), ["http://testserver"]
+    verifier.cache_clear()
+    organization = organization_create(name="Bench Clinic", clerk_org_id="org_bench_auth")
+
+    def view(request):
+        return HttpResponse(b"")
+
+    def chain(with_clerk: bool):
+        handler = view
+        if with_clerk:
+            handler = ClerkOrganizationMiddleware(handler)
+        return PublicSchemaMiddleware(SessionMiddleware(AuthenticationMiddleware(handler)))
+
+    factory = RequestFactory()
+
+    def token() -> str:
+        return mint_session_token(key, user_id="user_bench", organization_id=organization.clerk_org_id,
+                                  organization_role="admin", azp="http://testserver")
+
+    tokens = [token() for _ in range(count + 50)]
+    bearer = iter(tokens)
+    with_token = timed(chain(True), lambda: factory.get("/patients/", HTTP_AUTHORIZATION=f"Bearer {next(bearer)}"),
+                       count)
+
+    # A session opened by a token, then requests that carry only the session cookie.
+    first = factory.get("/patients/", HTTP_AUTHORIZATION=f"Bearer {token()}")
+    response = chain(True)(first)
+    cookie = response.cookies[settings.SESSION_COOKIE_NAME].value
+
+    def with_cookie():
+        request = factory.get("/patients/")
+        request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
+        return request
+
+    session_only = timed(chain(True), with_cookie, count)
+    baseline = timed(chain(False), with_cookie, count)
+    return [("baseline chain (no Clerk middleware)", baseline), ("fresh Bearer token", with_token),
+            ("session cookie only", session_only)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    admin_url = os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    owner_url = role_url(admin_url, *DEV_ROLES["owner"], DATABASE)
+    app_url = role_url(admin_url, *DEV_ROLES["app"], DATABASE)
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
+    admin_execute(admin_url, drop)
+    env = {**os.environ, "DJANGO_SECRET_KEY": "bench", "LOG_LEVEL": "WARNING",
+           "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
+           "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url}
+    manage(env, "setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
+           "--allow-test-databases")
+    manage(env, "migrate_schemas", "--shared")
+    os.environ.update(env)
+    try:
+        results = measure(args.requests)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        admin_execute(admin_url, drop)
+    baseline = statistics.median(results[0][1])
+    print(f"\n{args.requests} requests each, milliseconds (server time in-process):")
+    for label, samples in results:
+        median = statistics.median(samples)
+        print(f"  {label:<40} median {median:6.3f}  p95 {percentile(samples, 0.95):6.3f}  "
+              f"added {median - baseline:+6.3f}")
+    print(f"\nCommand: {' '.join(sys.orig_argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
