@@ -25,6 +25,8 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench_tenancy.py
+	$(PY) scripts/bench_auth.py
+	$(PY) scripts/bench_patients.py
 
 clean:
 	rm -rf $(VENV) .devdata
