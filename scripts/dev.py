@@ -92,9 +92,9 @@ def run_portal(env: dict[str, str], port: int) -> int:
                as_owner=True)
         for command, process_env in (
             (["runserver", f"127.0.0.1:{port}", "--noreload"], env),
-            (["rqworker", "default", "sync", "--with-scheduler"], env),
+            (["rqworker", "default", "sync", "--with-scheduler", "--worker-ttl", "60"], env),
             # Provisioning (CREATE SCHEMA for a new organization) is the only work that needs the owner role.
-            (["rqworker", "provisioning"], owner_env),
+            (["rqworker", "provisioning", "--worker-ttl", "60"], owner_env),
             (["run_scheduler"], env),
         ):
             processes.append(subprocess.Popen([*MANAGE, *command], env=process_env, cwd=ROOT))

@@ -155,6 +155,16 @@ class ApiCredentialAdmin(admin.ModelAdmin):
     list_filter = ["provider"]
     search_fields = ["organization__name", "organization__clerk_org_id"]
     list_select_related = ["organization"]
+    actions = ["test_connection"]
+
+    @admin.action(description="Test connection")
+    def test_connection(self, request, queryset):
+        from tenants.connection_checks import connection_report
+
+        for credential in queryset.select_related("organization"):
+            ok, message = connection_report(credential)
+            level = {True: messages.SUCCESS, False: messages.ERROR, None: messages.INFO}[ok]
+            self.message_user(request, f"{credential.organization}: {message}", level)
 
     @admin.display(description="secret")
     def masked_secret(self, credential):

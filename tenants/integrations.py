@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from patients.clients.cliniko import ClinikoClient
-from routiq.http import VendorError
-from tenants.credentials import credential_delete, credential_get, credential_secret, credential_set
-from tenants.crypto import CredentialDecryptionError
+from tenants.connection_checks import connection_report
+from tenants.credentials import credential_delete, credential_get, credential_set
 from tenants.forms import CredentialForm
 from tenants.models import ApiCredential, Provider, SyncLog
 from tenants.permissions import organization_admin_required
@@ -97,20 +94,9 @@ def credential_test(request, provider: str):
     if credential is None:
         messages.error(request, "Save a credential first.")
         return redirect("integrations")
-    if provider != Provider.CLINIKO:
-        messages.info(request, f"Testing a {Provider(provider).label} connection is not available yet.")
-        return redirect("integrations")
-    try:
-        # One quick call with a short timeout and no retries: the admin is waiting for the answer.
-        ClinikoClient(
-            credential_secret(credential), contact_email=settings.CLINIKO_CONTACT_EMAIL,
-            base_url=credential.base_url or settings.CLINIKO_API_URL or None, timeout=(3, 5), max_retries=0,
-            max_rate_limit_retries=0,
-        ).check_connection()
-    except (VendorError, CredentialDecryptionError) as exc:
-        messages.error(request, f"Cliniko connection failed: {exc}")
-    else:
-        messages.success(request, "Cliniko connection works.")
+    ok, message = connection_report(credential)
+    level = {True: messages.SUCCESS, False: messages.ERROR, None: messages.INFO}[ok]
+    messages.add_message(request, level, message)
     return redirect("integrations")
 
 

@@ -118,3 +118,17 @@ def test_database_health_page_refuses_non_staff(client):
     client.force_login(User.objects.create_user(username="not-staff", password="x" * 16))
 
     assert client.get("/admin/database-health/").status_code == 302
+
+
+def test_test_connection_admin_action_reports_the_vendors_answer(client, staff, org_a):
+    from routiq.testing.cliniko_stub import ClinikoStub
+
+    with ClinikoStub(api_keys=["right-key"]) as stub:
+        with bind_organization(org_a):
+            credential = credential_set(organization=org_a, provider="cliniko", secret="wrong-key-xyz",
+                                        base_url=stub.base_url)
+        response = client.post("/admin/tenants/apicredential/", {
+            "action": "test_connection", "_selected_action": [str(credential.pk)],
+        }, follow=True)
+
+    assert b"Cliniko connection failed" in response.content and b"wrong-key-xyz" not in response.content

@@ -255,3 +255,29 @@ def test_deleted_user_is_refused_even_with_a_fresh_token(client, mint, org_a):
 def test_dev_sign_in_does_not_exist_when_debug_is_off(client, settings):
     assert settings.DEBUG is False
     assert client.get("/dev/sign-in/").status_code == 404
+
+
+def test_dev_sign_in_goes_through_the_same_middleware(client, settings, org_a, patients, tmp_path):
+    from tenants.authentication import verifier
+    from tenants.dev_sign_in import dev_signing_key
+    from tenants.services import membership_upsert, user_upsert_from_clerk
+
+    settings.DEBUG = True
+    settings.DEV_SIGN_IN_ENABLED, settings.CLERK_JWT_KEY, settings.CLERK_JWKS_URL = True, "", ""
+    settings.DEV_SIGNING_KEY_PATH = tmp_path / "dev-key.pem"
+    settings.CLERK_AUTHORIZED_PARTIES = ["http://testserver"]
+    dev_signing_key.cache_clear(), verifier.cache_clear()
+    user = user_upsert_from_clerk(clerk_user_id="user_dev_demo", first_name="Dev")
+    membership = membership_upsert(organization=org_a, user=user, role="member")
+    try:
+        listing = client.get("/dev/sign-in/")
+        signed_in = client.post("/dev/sign-in/", {"membership": str(membership.pk), "next": "/patients/"},
+                                HTTP_HOST="testserver")
+        client.cookies["__session"] = signed_in.cookies["__session"].value
+        patients_page = client.get("/patients/")
+    finally:
+        dev_signing_key.cache_clear(), verifier.cache_clear()
+
+    assert listing.status_code == 200 and b"Harbour Physio" in listing.content
+    assert signed_in.status_code == 302 and signed_in["Location"] == "/patients/"
+    assert patients_page.status_code == 200 and b"Harbour" in patients_page.content
