@@ -281,3 +281,13 @@ def test_dev_sign_in_goes_through_the_same_middleware(client, settings, org_a, p
     assert listing.status_code == 200 and b"Harbour Physio" in listing.content
     assert signed_in.status_code == 302 and signed_in["Location"] == "/patients/"
     assert patients_page.status_code == 200 and b"Harbour" in patients_page.content
+
+
+def test_base_template_loads_clerks_script_only_when_configured(client, mint, org_a, settings):
+    without = client.get("/patients/", **bearer(mint(org_a)))
+    settings.CLERK_PUBLISHABLE_KEY, settings.CLERK_FRONTEND_API_URL = "pk_test_x", "https://clerk.example.com"
+    with_clerk = client.get("/patients/", **bearer(mint(org_a)))
+
+    assert b"clerk.browser.js" not in without.content
+    assert b'data-clerk-publishable-key="pk_test_x"' in with_clerk.content
+    assert b"https://clerk.example.com/npm/@clerk/clerk-js@5/dist/clerk.browser.js" in with_clerk.content
