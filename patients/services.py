@@ -203,7 +203,28 @@ def appointments_mark_deleted(*, organization: Organization, tombstones: Sequenc
     return counts
 
 
+# One pass over the appointments grouped by contact (a hash aggregate, not a lookup per contact), then the
+# contacts joined to it; rows whose numbers did not change are not rewritten.
 ACTIVE_PATIENTS_REFRESH = """
+WITH kept AS (
+    SELECT a.contact_id, a.starts_at, a.did_not_arrive, a.cancelled_at,
+           a.cancelled_at IS NULL AND NOT a.did_not_arrive AS attended_or_booked
+    FROM appointments a
+    WHERE a.organization_id = %(organization_id)s AND a.contact_id IS NOT NULL AND a.deleted_at IS NULL
+      {appointment_filter}
+), summary AS (
+    SELECT contact_id,
+           max(starts_at) FILTER (WHERE attended_or_booked AND starts_at <= now()) AS last_at,
+           min(starts_at) FILTER (WHERE attended_or_booked AND starts_at > now()) AS next_at,
+           count(*) FILTER (WHERE attended_or_booked) AS total,
+           count(*) FILTER (WHERE attended_or_booked AND starts_at BETWEEN now() - interval '30 days' AND now())
+               AS last_30,
+           count(*) FILTER (WHERE attended_or_booked AND starts_at BETWEEN now() - interval '90 days' AND now())
+               AS last_90,
+           count(*) FILTER (WHERE did_not_arrive) AS no_shows,
+           count(*) FILTER (WHERE cancelled_at IS NOT NULL) AS cancellations
+    FROM kept GROUP BY contact_id
+)
 INSERT INTO active_patients AS ap (
     contact_id, organization_id, last_appointment_at, next_appointment_at, appointment_count,
     appointments_last_30_days, appointments_last_90_days, no_show_count, cancellation_count, is_active,
@@ -213,18 +234,7 @@ SELECT c.id, c.organization_id, s.last_at, s.next_at, coalesce(s.total, 0), coal
        coalesce(s.last_at >= now() - make_interval(days => %(window_days)s) OR s.next_at IS NOT NULL, false),
        now(), now()
 FROM contacts c
-LEFT JOIN LATERAL (
-    SELECT max(a.starts_at) FILTER (WHERE kept AND a.starts_at <= now()) AS last_at,
-           min(a.starts_at) FILTER (WHERE kept AND a.starts_at > now()) AS next_at,
-           count(*) FILTER (WHERE kept) AS total,
-           count(*) FILTER (WHERE kept AND a.starts_at BETWEEN now() - interval '30 days' AND now()) AS last_30,
-           count(*) FILTER (WHERE kept AND a.starts_at BETWEEN now() - interval '90 days' AND now()) AS last_90,
-           count(*) FILTER (WHERE a.did_not_arrive AND a.deleted_at IS NULL) AS no_shows,
-           count(*) FILTER (WHERE a.cancelled_at IS NOT NULL AND a.deleted_at IS NULL) AS cancellations
-    FROM appointments a,
-         LATERAL (SELECT a.cancelled_at IS NULL AND a.deleted_at IS NULL AND NOT a.did_not_arrive AS kept) k
-    WHERE a.contact_id = c.id AND a.organization_id = c.organization_id
-) s ON true
+LEFT JOIN summary s ON s.contact_id = c.id
 WHERE c.organization_id = %(organization_id)s {contact_filter}
 ON CONFLICT (contact_id) DO UPDATE SET
     last_appointment_at = EXCLUDED.last_appointment_at, next_appointment_at = EXCLUDED.next_appointment_at,
@@ -243,12 +253,14 @@ def active_patients_refresh(*, organization: Organization, contact_ids: Iterable
     """Recompute the appointment summary of the given contacts (all when None) in one statement."""
     organization_id = _bound(organization)
     params = {"organization_id": organization_id, "window_days": settings.ACTIVE_PATIENT_WINDOW_DAYS}
-    contact_filter = ""
+    contact_filter = appointment_filter = ""
     if contact_ids is not None:
         params["contact_ids"] = list(contact_ids)
         if not params["contact_ids"]:
             return 0
         contact_filter = "AND c.id = ANY(%(contact_ids)s::uuid[])"
+        appointment_filter = "AND a.contact_id = ANY(%(contact_ids)s::uuid[])"
+    sql = ACTIVE_PATIENTS_REFRESH.format(contact_filter=contact_filter, appointment_filter=appointment_filter)
     with connection.cursor() as cursor:
-        cursor.execute(ACTIVE_PATIENTS_REFRESH.format(contact_filter=contact_filter), params)
+        cursor.execute(sql, params)
         return cursor.rowcount
