@@ -63,3 +63,26 @@ def org_b(db):
 
     return Organization.objects.get(clerk_org_id=ORGANIZATIONS["b"]["clerk_org_id"])
 
+
+
+@pytest.fixture
+def empty_queue():
+    """empty_queue(name) -> that RQ queue, emptied now and after the test (jobs and deferred jobs)."""
+    import django_rq
+
+    used = []
+
+    def clear(queue):
+        queue.empty()
+        for job_id in queue.deferred_job_registry.get_job_ids():
+            queue.deferred_job_registry.remove(job_id, delete_job=True)
+
+    def get(name: str):
+        queue = django_rq.get_queue(name)
+        clear(queue)
+        used.append(queue)
+        return queue
+
+    yield get
+    for queue in used:
+        clear(queue)

@@ -34,6 +34,20 @@ def _bound(organization: Organization) -> str:
     return bound
 
 
+def column_arrays(rows: Sequence, columns: dict[str, str]) -> dict[str, list]:
+    """One array parameter per column: the page becomes a single INSERT … SELECT FROM unnest(…)."""
+    return {param: [getattr(row, attribute) for row in rows] for param, attribute in columns.items()}
+
+
+CONTACT_COLUMNS = {"ids": "cliniko_id", "first_names": "first_name", "last_names": "last_name", "emails": "email",
+                   "phones": "phone_raw", "e164s": "phone_e164", "births": "date_of_birth",
+                   "created": "created_at", "updated": "updated_at", "archived": "archived_at"}
+APPOINTMENT_COLUMNS = {"ids": "cliniko_id", "patient_ids": "patient_id", "starts": "starts_at", "ends": "ends_at",
+                       "cancelled": "cancelled_at", "reasons": "cancellation_reason", "dna": "did_not_arrive",
+                       "arrived": "patient_arrived", "notes": "notes", "created": "created_at",
+                       "updated": "updated_at", "archived": "archived_at"}
+
+
 def unique_last(rows: Sequence, key=lambda row: row.cliniko_id) -> list:
     """One row per Cliniko id, the last one winning: ON CONFLICT cannot touch a row twice in one statement."""
     return list({key(row): row for row in rows}.values())
@@ -79,14 +93,7 @@ def contacts_upsert_from_cliniko(*, organization: Organization, rows: Sequence[P
     counts = WriteCounts()
     if not rows:
         return counts
-    params = {
-        "organization_id": organization_id,
-        "ids": [r.cliniko_id for r in rows], "first_names": [r.first_name for r in rows],
-        "last_names": [r.last_name for r in rows], "emails": [r.email for r in rows],
-        "phones": [r.phone_raw for r in rows], "e164s": [r.phone_e164 for r in rows],
-        "births": [r.date_of_birth for r in rows], "created": [r.created_at for r in rows],
-        "updated": [r.updated_at for r in rows], "archived": [r.archived_at for r in rows],
-    }
+    params = {"organization_id": organization_id, **column_arrays(rows, CONTACT_COLUMNS)}
     with connection.cursor() as cursor:
         cursor.execute(CONTACTS_UPSERT, params)
         written = cursor.fetchall()
@@ -100,26 +107,18 @@ def contacts_upsert_from_cliniko(*, organization: Organization, rows: Sequence[P
     return counts
 
 
+CONTACTS_TOMBSTONES = """
+UPDATE contacts c SET deleted_at = t.deleted_at, is_active = false, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(deleted)s::timestamptz[]) AS t(cliniko_id, deleted_at)
+WHERE c.organization_id = %(organization_id)s AND c.cliniko_patient_id = t.cliniko_id
+  AND c.deleted_at IS DISTINCT FROM t.deleted_at
+RETURNING c.id
+"""
+
+
 def contacts_mark_deleted(*, organization: Organization, tombstones: Sequence[Tombstone]) -> WriteCounts:
     """Soft delete: the row stays (history, audit), hidden from lists."""
-    organization_id = _bound(organization)
-    tombstones = unique_last(tombstones)
-    counts = WriteCounts()
-    if not tombstones:
-        return counts
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE contacts c SET deleted_at = t.deleted_at, is_active = false, updated_at = now()
-            FROM unnest(%(ids)s::bigint[], %(deleted)s::timestamptz[]) AS t(cliniko_id, deleted_at)
-            WHERE c.organization_id = %(organization_id)s AND c.cliniko_patient_id = t.cliniko_id
-              AND c.deleted_at IS DISTINCT FROM t.deleted_at
-            """,
-            {"organization_id": organization_id, "ids": [t.cliniko_id for t in tombstones],
-             "deleted": [t.deleted_at for t in tombstones]},
-        )
-        counts.archived = cursor.rowcount
-    return counts
+    return WriteCounts(archived=len(apply_tombstones(CONTACTS_TOMBSTONES, organization, tombstones)))
 
 
 APPOINTMENTS_UPSERT = """
@@ -159,15 +158,7 @@ def appointments_upsert_from_cliniko(*, organization: Organization, rows: Sequen
     counts = WriteCounts()
     if not rows:
         return counts
-    params = {
-        "organization_id": organization_id,
-        "ids": [r.cliniko_id for r in rows], "patient_ids": [r.patient_id for r in rows],
-        "starts": [r.starts_at for r in rows], "ends": [r.ends_at for r in rows],
-        "cancelled": [r.cancelled_at for r in rows], "reasons": [r.cancellation_reason for r in rows],
-        "dna": [r.did_not_arrive for r in rows], "arrived": [r.patient_arrived for r in rows],
-        "notes": [r.notes for r in rows], "created": [r.created_at for r in rows],
-        "updated": [r.updated_at for r in rows], "archived": [r.archived_at for r in rows],
-    }
+    params = {"organization_id": organization_id, **column_arrays(rows, APPOINTMENT_COLUMNS)}
     with connection.cursor() as cursor:
         cursor.execute(APPOINTMENTS_UPSERT, params)
         for contact_id, inserted, cancelled in cursor.fetchall():
@@ -179,28 +170,31 @@ def appointments_upsert_from_cliniko(*, organization: Organization, rows: Sequen
     return counts
 
 
+APPOINTMENTS_TOMBSTONES = """
+UPDATE appointments a SET deleted_at = t.deleted_at, updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(deleted)s::timestamptz[]) AS t(cliniko_id, deleted_at)
+WHERE a.organization_id = %(organization_id)s AND a.cliniko_appointment_id = t.cliniko_id
+  AND a.deleted_at IS DISTINCT FROM t.deleted_at
+RETURNING a.contact_id
+"""
+
+
 def appointments_mark_deleted(*, organization: Organization, tombstones: Sequence[Tombstone]) -> WriteCounts:
+    returned = apply_tombstones(APPOINTMENTS_TOMBSTONES, organization, tombstones)
+    return WriteCounts(archived=len(returned),
+                       contact_ids={contact_id for (contact_id,) in returned if contact_id is not None})
+
+
+def apply_tombstones(sql: str, organization: Organization, tombstones: Sequence[Tombstone]) -> list[tuple]:
+    """Run a tombstone UPDATE for one page; returns the rows it changed (already-deleted rows are skipped)."""
     organization_id = _bound(organization)
     tombstones = unique_last(tombstones)
-    counts = WriteCounts()
     if not tombstones:
-        return counts
+        return []
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE appointments a SET deleted_at = t.deleted_at, updated_at = now()
-            FROM unnest(%(ids)s::bigint[], %(deleted)s::timestamptz[]) AS t(cliniko_id, deleted_at)
-            WHERE a.organization_id = %(organization_id)s AND a.cliniko_appointment_id = t.cliniko_id
-              AND a.deleted_at IS DISTINCT FROM t.deleted_at
-            RETURNING a.contact_id
-            """,
-            {"organization_id": organization_id, "ids": [t.cliniko_id for t in tombstones],
-             "deleted": [t.deleted_at for t in tombstones]},
-        )
-        returned = cursor.fetchall()
-    counts.archived = len(returned)
-    counts.contact_ids.update(contact_id for (contact_id,) in returned if contact_id is not None)
-    return counts
+        cursor.execute(sql, {"organization_id": organization_id, "ids": [t.cliniko_id for t in tombstones],
+                             "deleted": [t.deleted_at for t in tombstones]})
+        return cursor.fetchall()
 
 
 # One pass over the appointments grouped by contact (a hash aggregate, not a lookup per contact), then the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import django_rq
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -14,13 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def sync_queue():
-    queue = django_rq.get_queue("sync")
-    queue.empty()
-    yield queue
-    queue.empty()
-    for job_id in queue.deferred_job_registry.get_job_ids():
-        queue.deferred_job_registry.remove(job_id, delete_job=True)
+def sync_queue(empty_queue):
+    return empty_queue("sync")
 
 
 def test_fan_out_enqueues_only_organizations_with_a_cliniko_credential(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import django_rq
 import pytest
 from django.db import connection
 
@@ -25,11 +24,8 @@ def webhook_secret(settings):
 
 
 @pytest.fixture
-def provisioning_queue():
-    queue = django_rq.get_queue("provisioning")
-    queue.empty()
-    yield queue
-    queue.empty()
+def provisioning_queue(empty_queue):
+    return empty_queue("provisioning")
 
 
 def post_event(client, event_type: str, data: dict, *, msg_id: str | None = None, secret: str = SECRET,

@@ -90,20 +90,12 @@ def test_test_connection_succeeds_with_a_good_key(client, mint, org_a):
     assert b"Cliniko connection works" in response.content
 
 
-def test_sync_now_enqueues_patients_then_appointments(client, mint, org_a, credentials,
+def test_sync_now_enqueues_patients_then_appointments(client, mint, org_a, credentials, empty_queue,
                                                       django_capture_on_commit_callbacks):
-    import django_rq
-
-    queue = django_rq.get_queue("sync")
-    queue.empty()
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = client.post("/settings/integrations/cliniko/sync", **bearer(mint(org_a)))
-        ids = set(queue.job_ids) | set(queue.deferred_job_registry.get_job_ids())
-    finally:
-        queue.empty()
-        for job_id in queue.deferred_job_registry.get_job_ids():
-            queue.deferred_job_registry.remove(job_id, delete_job=True)
+    queue = empty_queue("sync")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/settings/integrations/cliniko/sync", **bearer(mint(org_a)))
+    ids = set(queue.job_ids) | set(queue.deferred_job_registry.get_job_ids())
 
     assert response.status_code == 302
     assert ids == {f"cliniko-{org_a.pk}-patients", f"cliniko-{org_a.pk}-appointments"}
