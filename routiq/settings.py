@@ -86,6 +86,7 @@ AUTH_USER_MODEL = "tenants.User"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "routiq.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Resets the connection to the public schema around every request before anything touches the DB.
     "tenants.middleware.PublicSchemaMiddleware",
@@ -142,6 +143,7 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "0"))
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 
 # --- Redis / RQ -----------------------------------------------------------------------------------

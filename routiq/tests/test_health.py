@@ -22,3 +22,11 @@ def test_healthz_is_503_when_redis_is_unreachable(client, settings):
     assert response.status_code == 503
     assert response.json()["redis"]["ok"] is False
     assert response.json()["status"] == "unavailable"
+
+
+def test_portal_pages_carry_a_strict_content_security_policy(client):
+    response = client.get("/sign-in/")
+
+    policy = response["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy

@@ -17,13 +17,16 @@ def noop():
 @pytest.fixture
 def queue():
     queue = django_rq.get_queue("default")
-    for job_id in queue.job_ids:
-        if job_id.startswith("schedule-test-entry"):
-            queue.remove(job_id)
+
+    def forget():
+        for job_id in ("schedule-test-entry-10", "schedule-test-entry-11"):
+            job = queue.fetch_job(job_id)
+            if job is not None:
+                job.delete()
+
+    forget()
     yield queue
-    for job_id in queue.job_ids:
-        if job_id.startswith("schedule-test-entry"):
-            queue.remove(job_id)
+    forget()
 
 
 def test_an_entry_is_enqueued_once_per_period(queue):
