@@ -4,7 +4,8 @@
 Both use the PostgreSQL and Redis named by DATABASE_ADMIN_URL / REDIS_URL, or start embedded ones in
 .devdata/ when those are unset (scripts/devservices.py). From the admin URL they derive the two roles'
 URLs (owner and app, on the same server) unless DATABASE_OWNER_URL / DATABASE_URL are set, create the
-roles and the database (`manage.py setup_database`), and then:
+roles and the database (`manage.py setup_database`), and then run. With DATABASE_URL and
+DATABASE_OWNER_URL but no admin URL, that server's existing roles are used and nothing is set up.
 
   run   migrate, load the demo organizations, serve the portal, and run the RQ workers and the scheduler
         until Ctrl-C;
@@ -52,6 +53,20 @@ def database_environment(services: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **env}
 
 
+def uses_given_roles() -> bool:
+    """DATABASE_URL (and DATABASE_OWNER_URL) given without an admin URL: roles exist, nothing to set up."""
+    return bool(os.environ.get("DATABASE_URL")) and not os.environ.get("DATABASE_ADMIN_URL")
+
+
+GIVEN_ROLES = uses_given_roles()  # decided before main() points DATABASE_ADMIN_URL at the owner
+
+
+def setup_database(env: dict[str, str]) -> None:
+    if GIVEN_ROLES:
+        return
+    manage(env, "setup_database", "--allow-test-databases")  # dev and CI share the roles
+
+
 def manage(env: dict[str, str], *args: str, as_owner: bool = False) -> None:
     if as_owner:
         env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
@@ -64,7 +79,7 @@ def run_tests(env: dict[str, str], pytest_args: list[str]) -> int:
         "ROUTIQ_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyYnl0ZXM=",
         **env,
     }
-    manage(env, "setup_database", "--allow-test-databases")
+    setup_database(env)
     # pytest-django builds test_<name> as the owner (CREATEDB); the tests then SET ROLE to the app role.
     test_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
     return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], env=test_env, cwd=ROOT).returncode
@@ -76,7 +91,7 @@ def run_portal(env: dict[str, str], port: int) -> int:
         "CLERK_AUTHORIZED_PARTIES": f"http://127.0.0.1:{port},http://localhost:{port}",
         **env,
     }
-    manage(env, "setup_database", "--allow-test-databases")  # dev shares roles with `make test`
+    setup_database(env)
     manage(env, "migrate_schemas", "--shared", as_owner=True)
     manage(env, "migrate_schemas", "--tenant", as_owner=True)
     # One Cliniko stand-in per demo clinic: the demo's patients arrive through a real sync.
@@ -134,6 +149,11 @@ def main() -> int:
     parser.add_argument("--data-dir", default=str(ROOT / ".devdata"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args, rest = parser.parse_known_args()
+    if GIVEN_ROLES:
+        if not os.environ.get("DATABASE_OWNER_URL"):
+            sys.exit("DATABASE_URL is set: also set DATABASE_OWNER_URL (migrations), or DATABASE_ADMIN_URL instead.")
+        # No embedded PostgreSQL: the given server is used as is (its roles were set up by setup_database).
+        os.environ["DATABASE_ADMIN_URL"] = os.environ["DATABASE_OWNER_URL"]
     with ensure_services(Path(args.data_dir)) as services:
         env = database_environment(services)
         if args.command == "test":
