@@ -71,10 +71,11 @@ class Unauthenticated(Exception):
 class ClerkOrganizationMiddleware:
     """Authenticate a portal request from Clerk's session token or the session it opened; bind its clinic.
 
-    A verified token (``Authorization: Bearer`` or the ``__session`` cookie) opens or refreshes a Django
-    session bound to that user and organization; later requests without a fresh token ride on the session
-    until it has been idle for SESSION_IDLE_TIMEOUT_SECONDS. Either way, the organization is bound for the
-    view and unbound after it, including while a streamed response is being sent.
+    ``Authorization: Bearer`` requests are stateless: the token is the whole authentication. A token in the
+    ``__session`` cookie (Clerk's browser script) opens or refreshes a Django session bound to that user and
+    organization; later requests without a fresh token ride on the session until it has been idle for
+    SESSION_IDLE_TIMEOUT_SECONDS. Either way the organization is bound for the view and unbound after it,
+    including while a streamed response is being sent.
     """
 
     def __init__(self, get_response):
