@@ -27,6 +27,10 @@ def django_db_setup(django_db_setup, django_db_blocker):
     from tenants.services import organization_create
 
     with django_db_blocker.unblock():
+        # pytest-django builds a test database only when a collected test is marked django_db; never seed
+        # a real database because a run happened to collect none.
+        if not connection.settings_dict["NAME"].startswith("test_"):
+            return
         with connection.cursor() as cursor:
             cursor.execute("SELECT current_user")
             (owner,) = cursor.fetchone()

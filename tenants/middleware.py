@@ -33,7 +33,7 @@ SESSION_TOUCH_INTERVAL = timedelta(seconds=60)
 # Paths that carry no clinic data and authenticate differently (or not at all).
 UNBOUND_PATH_PREFIXES = (
     "/static/", "/healthz", "/webhooks/", "/admin/", "/django-rq/", "/sign-in/", "/sign-out/", "/dev/sign-in/",
-    "/favicon.ico",
+    "/favicon.ico",  # browsers ask for it on their own; it is answered 404 without a sign-in redirect
 )
 
 
