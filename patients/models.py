@@ -14,7 +14,11 @@ class OrganizationOwned(models.Model):
 
     # The FK points at the public organizations table; DO_NOTHING keeps Django's collector from querying
     # tenant tables while in the public schema (stack-notes P18). Organizations are deactivated, not deleted.
-    organization = models.ForeignKey("tenants.Organization", on_delete=models.DO_NOTHING, related_name="+")
+    # No index of its own: in an organization's schema every row has the same organization_id, so such an
+    # index only costs writes; the composite indexes below lead with it where a query needs it.
+    organization = models.ForeignKey(
+        "tenants.Organization", on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -172,3 +172,13 @@ def test_search_as_you_type_returns_only_the_results_fragment(client, mint, org_
 
     assert b"<html" not in response.content
     assert names(response) == ["Smith, Ava"]
+
+
+def test_a_capped_search_says_so(client, mint, org_a, clinic_a, monkeypatch):
+    monkeypatch.setattr("patients.selectors.SEARCH_CANDIDATE_CAP", 1)
+
+    response = client.get("/patients/", {"q": "smi"}, **bearer(mint(org_a)))
+
+    assert response.context["page"].search_truncated is True
+    assert b"showing the first matches only" in response.content
+    assert len(names(response)) == 1
