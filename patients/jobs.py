@@ -14,14 +14,16 @@ from patients.clients.cliniko import ClinikoClient
 from patients.services import active_patients_refresh
 from patients.sync import RESOURCES, SyncAlreadyRunning
 from patients.sync import sync_cliniko as run_cliniko_sync
-from routiq.http import VendorError
+from routiq.http import VendorAuthError, VendorClientError, VendorNotFound
 from tenants.binding import bind_organization, platform_access
 from tenants.credentials import credential_get, credential_secret
 from tenants.models import ApiCredential, Organization
 
 logger = logging.getLogger(__name__)
 SYNC_QUEUE = "sync"
-# Transient vendor trouble is retried by RQ; a bad key is not (the sync log says what to fix).
+# Everything else that fails a run — 5xx, timeouts, 429s beyond patience, a malformed page — raises, and RQ
+# retries the job (which resumes from its checkpoint).
+PERMANENT_ERRORS = (VendorAuthError, VendorClientError, VendorNotFound)
 RETRY = Retry(max=3, interval=[60, 300, 900])
 
 
@@ -51,10 +53,8 @@ def sync_cliniko(organization_id: str, resource: str, full: bool = False) -> str
             )
         except SyncAlreadyRunning:
             return "skipped: already running"
-        except VendorError as exc:
-            if exc.retryable:
-                raise
-            return f"failed: {exc}"
+        except PERMANENT_ERRORS as exc:
+            return f"failed: {exc}"  # a bad key or a refused request: retrying cannot help; the log says why
     return f"succeeded: sync log {log.pk}"
 
 

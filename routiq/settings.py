@@ -198,6 +198,7 @@ CLINIKO_RATE_LIMIT_PER_MINUTE = int(env("CLINIKO_RATE_LIMIT_PER_MINUTE", "200"))
 CLINIKO_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_SYNC_INTERVAL_SECONDS", "900"))
 SYNC_OVERLAP_SECONDS = int(env("SYNC_OVERLAP_SECONDS", "120"))
 ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
+SYNC_LOG_RETENTION_DAYS = int(env("SYNC_LOG_RETENTION_DAYS", "180"))
 ROUTIQ_SCHEDULE = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
@@ -205,4 +206,5 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": 24 * 3600},
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",
      "every_seconds": 24 * 3600},
+    {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
 ]

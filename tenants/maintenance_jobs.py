@@ -20,3 +20,25 @@ def create_audit_log_partitions(months_ahead: int = 3) -> str:
     names = ensure_audit_partitions(months_ahead=months_ahead)
     logger.info("audit log partitions present: %s", ", ".join(names))
     return f"audit log partitions present: {', '.join(names)}"
+
+
+def prune_sync_logs(retention_days: int | None = None) -> int:
+    """Delete sync log rows older than SYNC_LOG_RETENTION_DAYS, for every organization. Daily.
+
+    Sync logs are operational records (the audit log is the compliance record and is never pruned); the
+    checkpoints that syncs resume from live in sync_checkpoints and are untouched.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from tenants.binding import platform_access
+    from tenants.models import SyncLog, SyncStatus
+
+    days = settings.SYNC_LOG_RETENTION_DAYS if retention_days is None else retention_days
+    cutoff = timezone.now() - timedelta(days=days)
+    with platform_access("prune sync logs"):
+        deleted, _ = SyncLog.objects.filter(started_at__lt=cutoff).exclude(status=SyncStatus.RUNNING).delete()
+    logger.info("sync logs pruned: %s older than %s days", deleted, days)
+    return deleted

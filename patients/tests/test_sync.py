@@ -262,3 +262,16 @@ def test_active_patients_are_recomputed_from_appointments(org_a, cliniko, clinik
     assert activity.next_appointment_at.isoformat() == upcoming["starts_at"].replace("Z", "+00:00")
     assert (activity.appointment_count, activity.appointments_last_30_days) == (2, 1)
     assert (activity.no_show_count, activity.cancellation_count) == (1, 1)
+
+
+def test_the_job_raises_on_a_malformed_page_so_rq_retries_it(org_a, cliniko, cliniko_credential):
+    cliniko.add_patient(first_name="Mal", last_name="Formed")
+    cliniko.queue_faults("malformed", 1)
+
+    with pytest.raises(VendorResponseError):
+        sync_job(str(org_a.pk), "patients")
+
+    with bind_organization(org_a):
+        assert SyncLog.objects.get().status == SyncStatus.FAILED
+        assert Contact.objects.count() == 0
+    assert sync_job(str(org_a.pk), "patients").startswith("succeeded")  # the retry

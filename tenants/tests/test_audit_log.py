@@ -327,3 +327,4 @@ def test_audit_failures_are_database_errors_callers_can_catch(org_a):
         with pytest.raises(DatabaseError) as raised, transaction.atomic():
             AuditLog.objects.filter(pk=row.pk).delete()
     assert raised.value.__cause__.sqlstate == "42501"
+
