@@ -99,6 +99,16 @@ def enqueue_organization_sync(organization: Organization, *, full: bool = False)
 
 def enqueue_incremental_syncs() -> int:
     """The schedule's fan-out: every active organization with a Cliniko credential."""
+    return fan_out(full=False)
+
+
+def enqueue_full_syncs() -> int:
+    """Weekly reconciliation. Cliniko pages by offset: a record that moves while a run pages past it can be
+    skipped by that run, and an incremental run never looks below its high-water mark again."""
+    return fan_out(full=True)
+
+
+def fan_out(*, full: bool) -> int:
     with platform_access("scheduler: organizations with a Cliniko credential"):
         organization_ids = set(
             ApiCredential.objects.filter(provider="cliniko", organization__is_active=True).values_list(
@@ -106,7 +116,7 @@ def enqueue_incremental_syncs() -> int:
             )
         )
     for organization in Organization.objects.filter(pk__in=organization_ids):
-        enqueue_organization_sync(organization)
+        enqueue_organization_sync(organization, full=full)
     return len(organization_ids)
 
 

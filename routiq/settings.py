@@ -196,12 +196,15 @@ CLINIKO_API_URL = env("CLINIKO_API_URL")  # overrides the shard URL for every ke
 CLINIKO_CONTACT_EMAIL = env("CLINIKO_CONTACT_EMAIL", "support@routiq.example")  # in the mandatory User-Agent
 CLINIKO_RATE_LIMIT_PER_MINUTE = int(env("CLINIKO_RATE_LIMIT_PER_MINUTE", "200"))
 CLINIKO_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_SYNC_INTERVAL_SECONDS", "900"))
+CLINIKO_FULL_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_FULL_SYNC_INTERVAL_SECONDS", str(7 * 24 * 3600)))
 SYNC_OVERLAP_SECONDS = int(env("SYNC_OVERLAP_SECONDS", "120"))
 ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
 SYNC_LOG_RETENTION_DAYS = int(env("SYNC_LOG_RETENTION_DAYS", "180"))
 ROUTIQ_SCHEDULE = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
+    {"name": "cliniko-full", "func": "patients.jobs.enqueue_full_syncs",
+     "every_seconds": CLINIKO_FULL_SYNC_INTERVAL_SECONDS},
     {"name": "active-patients-nightly", "func": "patients.jobs.enqueue_active_patient_refreshes",
      "every_seconds": 24 * 3600},
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",

@@ -43,3 +43,14 @@ def test_sync_command_runs_in_the_foreground(org_a, cliniko, cliniko_credential,
 def test_sync_command_refuses_an_unknown_organization():
     with pytest.raises(CommandError, match="No active organization"):
         call_command("sync", "org_nope", "cliniko", "--now")
+
+
+def test_weekly_full_sync_fans_out_full_runs(org_a, cliniko_credential, sync_queue,
+                                             django_capture_on_commit_callbacks):
+    from patients.jobs import enqueue_full_syncs
+
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_full_syncs()
+
+    job = sync_queue.fetch_job(f"cliniko-{org_a.pk}-patients")
+    assert job.args == (str(org_a.pk), "patients", True)
