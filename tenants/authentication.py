@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -121,5 +121,5 @@ def identity_from_session(user: User, organization_pk: str) -> PortalIdentity:
 def session_is_idle(last_seen_iso: str | None) -> bool:
     if not last_seen_iso:
         return True
-    last_seen = timezone.datetime.fromisoformat(last_seen_iso)
+    last_seen = datetime.fromisoformat(last_seen_iso)
     return timezone.now() - last_seen > timedelta(seconds=settings.SESSION_IDLE_TIMEOUT_SECONDS)
