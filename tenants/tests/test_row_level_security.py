@@ -206,3 +206,14 @@ def test_platform_access_opens_public_tables_but_never_tenant_tables(org_a, org_
     with platform_access("test"):
         assert count_rows("sync_logs", org_a) == 1 and count_rows("sync_logs", org_b) == 1
         assert count_rows("contacts", org_a) == 0 and count_rows("contacts", org_b) == 0
+
+
+def test_deleting_a_contact_outright_removes_its_search_terms(org_a):
+    from patients.models import Contact
+
+    with bind_organization(org_a):
+        contact = ALL_TABLES["contacts"](org_a)
+        contact.save()
+        assert count_rows("contact_search_terms", org_a) >= 2
+        Contact.objects.filter(pk=contact.pk).delete()
+        assert count_rows("contact_search_terms", org_a) == 0
