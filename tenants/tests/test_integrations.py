@@ -99,3 +99,30 @@ def test_sync_now_enqueues_patients_then_appointments(client, mint, org_a, crede
 
     assert response.status_code == 302
     assert ids == {f"cliniko-{org_a.pk}-patients", f"cliniko-{org_a.pk}-appointments"}
+
+
+@pytest.mark.parametrize(("token", "expected"), [("cw-good-token", b"Chatwoot connection works"),
+                                                  ("cw-bad-token", b"Chatwoot connection failed")])
+def test_test_connection_for_chatwoot(client, mint, org_a, token, expected):
+    from routiq.testing.vendor_stubs import ChatwootStub
+
+    with ChatwootStub(token="cw-good-token", account_id="7") as stub:
+        with bind_organization(org_a):
+            credential_set(organization=org_a, provider="chatwoot", secret=token, base_url=stub.base_url,
+                           account_id="7")
+        response = client.post("/settings/integrations/chatwoot/test", follow=True, **bearer(mint(org_a)))
+
+    assert expected in response.content and token.encode() not in response.content
+
+
+@pytest.mark.parametrize(("token", "expected"), [("mc-good-token", b"ManyChat connection works"),
+                                                  ("mc-bad-token", b"ManyChat connection failed")])
+def test_test_connection_for_manychat(client, mint, org_a, token, expected):
+    from routiq.testing.vendor_stubs import ManyChatStub
+
+    with ManyChatStub(token="mc-good-token") as stub:
+        with bind_organization(org_a):
+            credential_set(organization=org_a, provider="manychat", secret=token, base_url=stub.base_url)
+        response = client.post("/settings/integrations/manychat/test", follow=True, **bearer(mint(org_a)))
+
+    assert expected in response.content and token.encode() not in response.content
