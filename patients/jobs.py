@@ -7,7 +7,7 @@ import logging
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from rq import Retry
+from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
 from patients.clients.cliniko import ClinikoClient
@@ -45,7 +45,7 @@ def sync_cliniko(organization_id: str, resource: str, full: bool = False) -> str
         credential = credential_get(organization=organization, provider="cliniko")
         if credential is None:
             return "skipped: no Cliniko credential"
-        job = _current_job()
+        job = get_current_job()
         try:
             log = run_cliniko_sync(
                 organization=organization, resource=resource, client=cliniko_client_for(credential), full=full,
@@ -56,12 +56,6 @@ def sync_cliniko(organization_id: str, resource: str, full: bool = False) -> str
         except PERMANENT_ERRORS as exc:
             return f"failed: {exc}"  # a bad key or a refused request: retrying cannot help; the log says why
     return f"succeeded: sync log {log.pk}"
-
-
-def _current_job() -> Job | None:
-    from rq import get_current_job
-
-    return get_current_job()
 
 
 def job_id_for(organization_id, resource: str) -> str:
