@@ -31,7 +31,9 @@ def patient_list(request):
         "page": page,
         "statuses": STATUSES,
         "sorts": {key: sort.label for key, sort in SORTS.items()},
-        "has_cliniko": credential_get(organization=request.organization, provider="cliniko") is not None,
+        # Only the empty state needs it: no credential query on the (hot) non-empty list.
+        "has_cliniko": bool(page.patients)
+        or credential_get(organization=request.organization, provider="cliniko") is not None,
     }
     template = "patients/_results.html" if request.htmx else "patients/list.html"
     return render(request, template, context)
