@@ -198,10 +198,14 @@ def _start_postgres(data_dir: Path) -> tuple[str, bool]:
     bindir = _pg_install(data_dir, account) / "bin"
     t0 = time.monotonic()
     if not (pgdata / "PG_VERSION").exists():  # first run only; later runs reuse the cluster
-        rc, out = _run(
-            [bindir / "initdb", "-D", pgdata, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale"],
-            account,
-        )
+        # A UTF-8 locale, as in production: lower() and the [:alnum:] class of the search-term triggers must
+        # know non-ASCII letters (Zoë, Siobhán). C.UTF-8 ships with glibc; without it, fall back to C.
+        initdb = [bindir / "initdb", "-D", pgdata, "-U", "postgres", "--auth=trust", "--encoding=UTF8"]
+        rc, out = _run([*initdb, "--locale=C.UTF-8"], account)
+        if rc:
+            # initdb empties the data directory itself when it fails.
+            _log("initdb with C.UTF-8 failed; using the C locale (non-ASCII names will search less well)")
+            rc, out = _run([*initdb, "--no-locale"], account)
         if rc:
             raise ServiceError(f"initdb failed (exit {rc}):\n{out}")
     # pg_ctl pastes -o into a shell command line, hence the quoting. -h '' = no TCP listener,

@@ -62,7 +62,9 @@ def database_url(user: str, password: str) -> str:
     # Without the mark pytest-django sets up no test database and NAME is the real one: never seed that.
     test_name = (db.get("TEST") or {}).get("NAME")
     assert db["NAME"] == test_name if test_name else db["NAME"].startswith("test_"), f"not a test database: {db}"
-    return role_url(f"postgresql://{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}", user, password, db["NAME"])
+    # The server the suite runs on (TCP or an embedded server's socket directory), as scripts/dev.py names it.
+    server = os.environ.get("DATABASE_ADMIN_URL") or f"postgresql://{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return role_url(server, user, password, db["NAME"])
 
 
 @pytest.fixture

@@ -207,9 +207,9 @@ def test_bad_key_stops_the_run_with_a_clear_error(org_a, cliniko, cliniko_creden
 
 
 def test_second_run_of_the_same_resource_is_refused_while_one_holds_the_lock(org_a, cliniko_client):
-    url = settings.DATABASES["default"]
-    holder = psycopg.connect(host=url["HOST"] or None, port=url["PORT"] or None, user=url["USER"],
-                             password=url["PASSWORD"], dbname=connection.settings_dict["NAME"], autocommit=True)
+    params = connection.get_connection_params()  # TCP or an embedded server's socket directory
+    holder = psycopg.connect(**{key: params[key] for key in ("dbname", "user", "password", "host", "port")
+                                if params.get(key)}, autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(hashtext(%s), hashtext(%s))", [str(org_a.pk), "cliniko:patients"])
         with pytest.raises(SyncAlreadyRunning):
