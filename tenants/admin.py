@@ -27,6 +27,7 @@ from tenants.models import (
     SyncLog,
     User,
 )
+from tenants.selectors import last_sync
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -82,8 +83,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     @admin.display(description="last Cliniko sync")
     def last_cliniko_sync(self, organization):
-        log = SyncLog.objects.filter(organization=organization, provider=Provider.CLINIKO).order_by(
-            "-started_at").first()
+        log = last_sync(organization=organization, provider=Provider.CLINIKO)
         return f"{log.resource} {log.status} {timezone.localtime(log.started_at):%d %b %H:%M}" if log else "—"
 
     @admin.action(description="Sync Cliniko now")

@@ -15,6 +15,7 @@ from tenants.credentials import credential_delete, credential_get, credential_se
 from tenants.forms import CredentialForm
 from tenants.models import ApiCredential, Provider, SyncLog
 from tenants.permissions import organization_admin_required
+from tenants.selectors import last_sync
 
 SYNCED_RESOURCES = {Provider.CLINIKO: ["patients", "appointments"]}
 
@@ -32,8 +33,7 @@ def latest_syncs(organization, provider: str) -> list[SyncLog]:
     return [
         log
         for resource in SYNCED_RESOURCES.get(provider, [])
-        if (log := SyncLog.objects.filter(organization=organization, provider=provider, resource=resource)
-            .order_by("-started_at").first()) is not None
+        if (log := last_sync(organization=organization, provider=provider, resource=resource)) is not None
     ]
 
 
