@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tenants.db_roles import grant_app_privileges
+from tenants.rls.roles import grant_app_privileges
 
 pytest_plugins = ["routiq.testing.clerk_fixtures"]
 

@@ -6,12 +6,8 @@ import uuid
 
 from django.db import models
 
-from patients.models import Contact, OrganizationOwned
-
-
-class MessagingProvider(models.TextChoices):
-    CHATWOOT = "chatwoot", "Chatwoot"
-    MANYCHAT = "manychat", "ManyChat"
+from patients.models import Contact
+from tenants.models import MESSAGING_PROVIDER_CHOICES, OrganizationOwned
 
 
 class Conversation(OrganizationOwned):
@@ -19,7 +15,7 @@ class Conversation(OrganizationOwned):
     contact = models.ForeignKey(
         Contact, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="conversations"
     )
-    provider = models.CharField(max_length=20, choices=MessagingProvider.choices)
+    provider = models.CharField(max_length=20, choices=MESSAGING_PROVIDER_CHOICES)
     external_id = models.CharField(max_length=64)
     channel = models.CharField(max_length=50, blank=True, default="")
     status = models.CharField(max_length=20, blank=True, default="open")
@@ -49,7 +45,7 @@ class MessageDirection(models.TextChoices):
 class Message(OrganizationOwned):
     id = models.BigAutoField(primary_key=True)
     conversation = models.ForeignKey(Conversation, on_delete=models.DO_NOTHING, related_name="messages")
-    provider = models.CharField(max_length=20, choices=MessagingProvider.choices)
+    provider = models.CharField(max_length=20, choices=MESSAGING_PROVIDER_CHOICES)
     external_id = models.CharField(max_length=64)
     direction = models.CharField(max_length=10, choices=MessageDirection.choices)
     content = models.TextField(blank=True, default="")

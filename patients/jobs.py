@@ -15,9 +15,9 @@ from patients.services import active_patients_refresh
 from patients.sync import RESOURCES, SyncAlreadyRunning
 from patients.sync import sync_cliniko as run_cliniko_sync
 from routiq.http import VendorAuthError, VendorClientError, VendorNotFound
-from tenants.binding import bind_organization, platform_access
 from tenants.credentials import credential_get, credential_secret
 from tenants.models import ApiCredential, Organization
+from tenants.rls.binding import bind_organization, platform_access
 
 logger = logging.getLogger(__name__)
 SYNC_QUEUE = "sync"

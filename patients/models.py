@@ -8,22 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
-class OrganizationOwned(models.Model):
-    """Every tenant row names its organization: RLS checks it, and a move to Citus needs it."""
-
-    # The FK points at the public organizations table; DO_NOTHING keeps Django's collector from querying
-    # tenant tables while in the public schema (stack-notes P18). Organizations are deactivated, not deleted.
-    # No index of its own: in an organization's schema every row has the same organization_id, so such an
-    # index only costs writes; the composite indexes below lead with it where a query needs it.
-    organization = models.ForeignKey(
-        "tenants.Organization", on_delete=models.DO_NOTHING, related_name="+", db_index=False
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        abstract = True
+from tenants.models import OrganizationOwned
 
 
 class Contact(OrganizationOwned):

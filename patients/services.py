@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import connection
 
 from patients.cliniko_records import AppointmentRow, PatientRow, Tombstone
-from tenants.binding import require_organization_id
 from tenants.models import Organization
+from tenants.rls.binding import require_organization_id
 
 
 @dataclass

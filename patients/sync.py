@@ -23,8 +23,8 @@ from patients import services
 from patients.clients.cliniko import ClinikoClient, ClinikoPage
 from patients.cliniko_records import appointment_row, patient_row, timestamp, tombstone
 from routiq.http import VendorError
-from tenants.binding import require_organization_id
 from tenants.models import Organization, SyncCheckpoint, SyncLog, SyncStatus
+from tenants.rls.binding import require_organization_id
 
 logger = logging.getLogger(__name__)
 PROVIDER = "cliniko"

@@ -9,9 +9,9 @@ through the same client, pacing, upserts and checkpoints as production. Idempote
 from __future__ import annotations
 
 from patients.jobs import enqueue_organization_sync
-from tenants.binding import bind_organization
 from tenants.credentials import credential_set
 from tenants.models import Organization, OrganizationMember, User
+from tenants.rls.binding import bind_organization
 from tenants.services import organization_create
 
 DEMO_ORGANIZATIONS = [

@@ -53,7 +53,7 @@ DATABASES = {
 if env("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env("TEST_DATABASE_NAME")}
 # Our backend re-sends the bound organization with every cursor (tenants/pgbackend).
-DATABASES["default"]["ENGINE"] = "tenants.pgbackend"
+DATABASES["default"]["ENGINE"] = "tenants.rls.pgbackend"
 DATABASE_APP_ROLE = env("DATABASE_APP_ROLE", "routiq_app")
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -95,7 +95,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Verifies the Clerk session token, opens/refreshes the Django session, binds the organization.
-    "tenants.middleware.ClerkOrganizationMiddleware",
+    "tenants.clerk.middleware.ClerkOrganizationMiddleware",
     "tenants.middleware.PlatformAdminMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

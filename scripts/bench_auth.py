@@ -55,9 +55,10 @@ def measure(count: int) -> list[tuple[str, list[float]]]:
     from django.http import HttpResponse
     from django.test import RequestFactory
 
-    from tenants.authentication import verifier
+    from tenants.clerk.authentication import verifier
     from tenants.clerk.dev_tokens import SigningKey, mint_session_token
-    from tenants.middleware import ClerkOrganizationMiddleware, PublicSchemaMiddleware
+    from tenants.clerk.middleware import ClerkOrganizationMiddleware
+    from tenants.middleware import PublicSchemaMiddleware
     from tenants.services import organization_create
 
     key = SigningKey.generate(kid="bench")

@@ -193,8 +193,8 @@ def seed(args) -> tuple[str, float | None]:
     from django.db import connection
 
     from patients import services
-    from tenants.binding import bind_organization
     from tenants.models import Organization
+    from tenants.rls.binding import bind_organization
     from tenants.services import organization_create
 
     organization = Organization.objects.filter(clerk_org_id=CLERK_ORG_ID).first() or organization_create(
@@ -470,8 +470,8 @@ def time_sync(organization, count: int) -> dict:
 
 def measure(args) -> int:
     django_setup()
-    from tenants.binding import bind_organization
     from tenants.models import Organization
+    from tenants.rls.binding import bind_organization
 
     organization = Organization.objects.get(pk=args.organization)
     role = check_role(organization)

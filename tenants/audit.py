@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenants.binding import bind_organization, bound_organization_id
 from tenants.models import AuditLog, Organization, User
+from tenants.rls.binding import bind_organization, bound_organization_id
 
 
 def audit_record(

@@ -18,9 +18,9 @@ from django.core.validators import URLValidator
 from django.db import transaction
 
 from tenants.audit import audit_record
-from tenants.binding import NoOrganizationBound, bind_organization, bound_organization_id, platform_access
 from tenants.crypto import CredentialDecryptionError, decrypt_secret, encrypt_secret, last_four, rotate_secret
 from tenants.models import ApiCredential, Organization, Provider, User
+from tenants.rls.binding import NoOrganizationBound, bind_organization, bound_organization_id, platform_access
 
 logger = logging.getLogger(__name__)
 

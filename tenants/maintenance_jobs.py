@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from tenants.audit_partitions import ensure_audit_partitions
-from tenants.binding import unbind_all
+from tenants.rls.binding import unbind_all
+from tenants.rls.partitions import ensure_audit_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ def prune_sync_logs(retention_days: int | None = None) -> int:
     from django.conf import settings
     from django.utils import timezone
 
-    from tenants.binding import platform_access
     from tenants.models import SyncLog, SyncStatus
+    from tenants.rls.binding import platform_access
 
     days = settings.SYNC_LOG_RETENTION_DAYS if retention_days is None else retention_days
     cutoff = timezone.now() - timedelta(days=days)

@@ -10,8 +10,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants.audit import audit_record
-from tenants.binding import bind_organization, platform_access
 from tenants.models import MembershipStatus, Organization, OrganizationMember, User
+from tenants.rls.binding import bind_organization, platform_access
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from tenants.rls_sql import enable_rls
+from tenants.rls.policies import enable_rls
 
 
 class Migration(migrations.Migration):

@@ -12,7 +12,7 @@ statement per write, whatever writes the contacts (sync, admin, demo).
 
 from django.db import migrations
 
-from tenants.rls_sql import enable_rls
+from tenants.rls.policies import enable_rls
 
 CREATE = r"""
 CREATE TABLE contact_search_terms (

@@ -5,8 +5,8 @@ from django.conf import settings as django_settings
 
 from patients.clients.cliniko import ClinikoClient
 from routiq.testing.cliniko_stub import ClinikoStub
-from tenants.binding import bind_organization
 from tenants.credentials import credential_set
+from tenants.rls.binding import bind_organization
 
 API_KEY = "MS0xMjM0NTY3ODkwYWJjZGVm-au1"
 

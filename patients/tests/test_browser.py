@@ -34,7 +34,7 @@ SEED = """
 import json, sys, django
 django.setup()
 from patients.models import Contact
-from tenants.binding import bind_organization
+from tenants.rls.binding import bind_organization
 from tenants.services import membership_upsert, organization_create, user_upsert_from_clerk
 run = sys.argv[1]
 def clinic(label, people):

@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 
 from patients.jobs import enqueue_incremental_syncs
 from patients.models import Contact
-from tenants.binding import bind_organization
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from patients.jobs import sync_cliniko as sync_job
 from patients.models import ActivePatient, Appointment, Contact
 from patients.sync import SyncAlreadyRunning, sync_cliniko
 from routiq.http import VendorAuthError, VendorResponseError, VendorUnavailable
-from tenants.binding import bind_organization
 from tenants.models import SyncCheckpoint, SyncLog, SyncStatus
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 

@@ -12,8 +12,8 @@ import pytest
 from patients.models import Contact
 from patients.services import active_patients_refresh
 from routiq.testing.clerk_fixtures import bearer
-from tenants.binding import bind_organization
 from tenants.models import AuditLog
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 PATIENT_LINK = re.compile(r'<a href="/patients/[0-9a-f-]{36}/">([^<]+)</a>')

@@ -6,7 +6,7 @@ import functools
 
 import pytest
 
-from tenants.authentication import verifier
+from tenants.clerk.authentication import verifier
 from tenants.clerk.dev_tokens import SigningKey, mint_session_token
 
 AUTHORIZED_PARTY = "http://testserver"

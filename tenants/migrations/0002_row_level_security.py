@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from tenants.rls_sql import enable_rls
+from tenants.rls.policies import enable_rls
 
 # Public tables that carry organization_id. They also admit binding.platform_access() (platform admin,
 # scheduler fan-out); tenant tables never do.

@@ -10,7 +10,7 @@ What this migration builds, in the public schema (tenants is a shared app):
   ``audit_logs_yYYYYmMM``, bounded in UTC: every month that already holds rows, this month and the next 3.
   ``tenants.maintenance_jobs.create_audit_log_partitions`` keeps creating months ahead.
 * Row Level Security: ENABLE + FORCE and the platform-readable ``organization_isolation`` policy (the same
-  USING / WITH CHECK as tenants.rls_sql.PLATFORM_CONDITION) on the parent *and on every partition*: a query
+  USING / WITH CHECK as tenants.rls.policies.PLATFORM_CONDITION) on the parent *and on every partition*: a query
   that names a partition directly is checked against the partition's own policies, not the parent's.
 * append-only: ``audit_logs_refuse_change()`` raises on UPDATE and DELETE (a BEFORE ... FOR EACH ROW trigger
   on the parent, which PostgreSQL clones onto every partition, present and future) and on TRUNCATE (a
@@ -28,7 +28,7 @@ the RLS of 0002, so ``migrate tenants 0005`` works.
 from django.conf import settings
 from django.db import migrations
 
-from tenants.rls_sql import PLATFORM_CONDITION, wrap
+from tenants.rls.policies import PLATFORM_CONDITION, wrap
 
 POLICY_CONDITION = wrap(PLATFORM_CONDITION)
 APP_ROLE = settings.DATABASE_APP_ROLE

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tenants.binding import bind_organization
 from tenants.credentials import credential_get, credential_secret, credential_set
 from tenants.models import AuditLog, Organization, SyncLog, User
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 SECRET = "adm1n-visible-n3ver-au1"

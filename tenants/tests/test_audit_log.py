@@ -10,10 +10,10 @@ from django.db import DatabaseError, DataError, ProgrammingError, connection, tr
 from psycopg import sql
 
 from tenants.audit import audit_record
-from tenants.audit_partitions import ensure_audit_partitions, first_of_month, partition_name
-from tenants.binding import bind_organization, platform_access
 from tenants.maintenance_jobs import create_audit_log_partitions
 from tenants.models import AuditLog
+from tenants.rls.binding import bind_organization, platform_access
+from tenants.rls.partitions import ensure_audit_partitions, first_of_month, partition_name
 
 pytestmark = pytest.mark.django_db
 

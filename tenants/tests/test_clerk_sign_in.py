@@ -15,8 +15,8 @@ from routiq.testing.clerk_stub import (
     forge_token_tampered_payload,
     forge_token_wrong_kid,
 )
-from tenants.binding import bind_organization
 from tenants.models import AuditLog, MembershipStatus, OrganizationMember, User
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 
@@ -258,8 +258,8 @@ def test_dev_sign_in_does_not_exist_when_debug_is_off(client, settings):
 
 
 def test_dev_sign_in_goes_through_the_same_middleware(client, settings, org_a, patients, tmp_path):
-    from tenants.authentication import verifier
-    from tenants.dev_sign_in import dev_signing_key
+    from tenants.clerk.authentication import verifier
+    from tenants.clerk.dev_sign_in import dev_signing_key
     from tenants.services import membership_upsert, user_upsert_from_clerk
 
     settings.DEBUG = True

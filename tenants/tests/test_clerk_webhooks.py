@@ -10,9 +10,9 @@ from django.db import connection
 
 from routiq.testing.clerk_fixtures import bearer
 from routiq.testing.clerk_stub import new_svix_secret, svix_headers
-from tenants.binding import bind_organization
 from tenants.jobs import provision_organization
 from tenants.models import AuditLog, MembershipStatus, Organization, OrganizationMember, User, WebhookDelivery
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 SECRET = new_svix_secret()

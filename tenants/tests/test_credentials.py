@@ -13,7 +13,6 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tenants.binding import NoOrganizationBound, bind_organization, platform_access
 from tenants.credentials import (
     credential_delete,
     credential_get,
@@ -23,6 +22,7 @@ from tenants.credentials import (
 )
 from tenants.crypto import CredentialDecryptionError, decrypt_secret, encrypt_secret, last_four
 from tenants.models import ApiCredential, AuditLog, Organization
+from tenants.rls.binding import NoOrganizationBound, bind_organization, platform_access
 
 pytestmark = pytest.mark.django_db
 

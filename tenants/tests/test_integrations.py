@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from routiq.testing.clerk_fixtures import bearer
-from tenants.binding import bind_organization
 from tenants.credentials import credential_get, credential_secret, credential_set
 from tenants.models import AuditLog
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 SECRET_A = "cliniko-secret-aaaa-1111-au1"

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from tenants.binding import bind_organization
 from tenants.maintenance_jobs import prune_sync_logs
 from tenants.models import SyncLog, SyncStatus
+from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from patients.models import Contact
-from tenants.binding import bind_organization
 from tenants.models import AuditLog, Organization
+from tenants.rls.binding import bind_organization
 
 pytestmark = [pytest.mark.django_db, pytest.mark.owner_role]
 

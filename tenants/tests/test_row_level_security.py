@@ -7,7 +7,7 @@ from django.db import ProgrammingError, connection, transaction
 from psycopg import sql
 
 from routiq.testing.rows import PUBLIC_TABLES, TENANT_TABLES, TRIGGER_MAINTAINED_TABLES
-from tenants.binding import bind_organization
+from tenants.rls.binding import bind_organization
 
 ALL_TABLES = {**TENANT_TABLES, **PUBLIC_TABLES}
 
@@ -176,7 +176,7 @@ def test_app_role_cannot_switch_rls_off(org_a):
 
 
 def test_inactive_organization_cannot_be_bound(org_a):
-    from tenants.binding import NoOrganizationBound
+    from tenants.rls.binding import NoOrganizationBound
 
     org_a.is_active = False
     with pytest.raises(NoOrganizationBound):
@@ -197,7 +197,7 @@ def test_search_terms_follow_contacts_and_stay_isolated(org_a, org_b):
 
 
 def test_platform_access_opens_public_tables_but_never_tenant_tables(org_a, org_b):
-    from tenants.binding import platform_access
+    from tenants.rls.binding import platform_access
 
     for organization in (org_a, org_b):
         save_row("sync_logs", organization)

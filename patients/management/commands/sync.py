@@ -8,9 +8,9 @@ from tqdm import tqdm
 from patients.jobs import cliniko_client_for, enqueue_cliniko_sync, enqueue_organization_sync
 from patients.sync import RESOURCES, PageProgress, SyncAlreadyRunning, sync_cliniko
 from routiq.http import VendorError
-from tenants.binding import bind_organization
 from tenants.credentials import credential_get
 from tenants.models import Organization
+from tenants.rls.binding import bind_organization
 
 
 class Command(BaseCommand):

@@ -12,9 +12,9 @@ import sys
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.binding import bind_organization
 from tenants.credentials import credential_get, credential_set
 from tenants.models import Organization, Provider
+from tenants.rls.binding import bind_organization
 
 
 class Command(BaseCommand):

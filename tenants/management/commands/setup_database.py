@@ -7,7 +7,7 @@ import os
 import psycopg
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.db_roles import (
+from tenants.rls.roles import (
     database_name_from_url,
     ensure_roles_and_database,
     grant_app_privileges,

@@ -13,7 +13,7 @@ import psycopg
 from django.db import DatabaseError
 from django_tenants.postgresql_backend import base as tenants_base
 
-from tenants.binding import rls_settings
+from tenants.rls.binding import rls_settings
 
 SET_RLS_SQL = (
     "SELECT set_config('app.current_organization', %s, false), set_config('app.platform_access', %s, false)"

@@ -12,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from tenants import clerk_events
+from tenants.clerk import events as clerk_events
 from tenants.models import WebhookDelivery
 
 logger = logging.getLogger(__name__)

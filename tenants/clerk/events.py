@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from tenants import services
 from tenants.audit import audit_record
-from tenants.authentication import portal_role
-from tenants.binding import bind_organization
+from tenants.clerk.authentication import portal_role
 from tenants.models import MembershipStatus, Organization, OrganizationMember, User
+from tenants.rls.binding import bind_organization
 
 logger = logging.getLogger(__name__)
 ACTOR = "clerk-webhook"

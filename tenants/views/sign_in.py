@@ -9,9 +9,9 @@ from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from tenants.binding import bind_organization
 from tenants.clerk.dev_tokens import mint_session_token
 from tenants.models import MembershipStatus, Organization, OrganizationMember
+from tenants.rls.binding import bind_organization
 
 
 def safe_next(request, default: str = "/patients/") -> str:
@@ -39,7 +39,7 @@ def dev_sign_in(request):
         membership = dev_membership(request.POST.get("membership", ""))
         if membership is None:
             raise Http404
-        from tenants.dev_sign_in import dev_signing_key
+        from tenants.clerk.dev_sign_in import dev_signing_key
 
         token = mint_session_token(
             dev_signing_key(),

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from tenants.binding import bind_organization
 from tenants.clerk.tokens import ClerkTokenVerifier, SessionClaims
 from tenants.models import MembershipStatus, Organization, OrganizationMember, OrganizationRole, User
+from tenants.rls.binding import bind_organization
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def verifier() -> ClerkTokenVerifier:
             jwks_refetch_interval_seconds=settings.CLERK_JWKS_REFETCH_SECONDS,
         )
     if settings.DEV_SIGN_IN_ENABLED:
-        from tenants.dev_sign_in import dev_signing_key
+        from tenants.clerk.dev_sign_in import dev_signing_key
 
         return ClerkTokenVerifier(
             jwt_key_pem=dev_signing_key().public_pem(), authorized_parties=settings.CLERK_AUTHORIZED_PARTIES
