@@ -212,3 +212,8 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": 24 * 3600},
     {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
 ]
+# A portal session ends this long after sign-in whatever its activity (each session's expiry is fixed at
+# sign-in; it never slides). A fresh Clerk token after that opens a new session.
+SESSION_ABSOLUTE_TIMEOUT_SECONDS = int(env("SESSION_ABSOLUTE_TIMEOUT_SECONDS", str(12 * 3600)))
+# POST /webhooks/clerk/ per client IP and minute (Redis); over it: 429 with Retry-After (Svix retries).
+WEBHOOK_RATE_LIMIT_PER_MINUTE = int(env("WEBHOOK_RATE_LIMIT_PER_MINUTE", "600"))

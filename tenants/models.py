@@ -118,6 +118,9 @@ class OrganizationMember(TimestampedModel):
     status = models.CharField(max_length=20, choices=MembershipStatus.choices, default=MembershipStatus.ACTIVE)
     clerk_membership_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
     removed_at = models.DateTimeField(null=True, blank=True)
+    # When the role last changed, and on whose authority (a webhook: its arrival; a token: its iat). A token
+    # issued at or before it says nothing about the role: it would otherwise undo a demotion for 60 s.
+    role_changed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "organization_members"
@@ -220,6 +223,10 @@ class WebhookDelivery(models.Model):
     delivery_id = models.CharField(max_length=200)
     event_type = models.CharField(max_length=100, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
+    # "processed", or "failed" with the error: a signed event whose data cannot be stored is acknowledged once
+    # (the vendor would otherwise retry it for days) and kept here for an operator to look at.
+    status = models.CharField(max_length=20, default="processed")
+    error = models.TextField(blank=True, default="")
 
     class Meta:
         db_table = "webhook_deliveries"
@@ -247,3 +254,37 @@ class SyncCheckpoint(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["organization", "provider", "stream"], name="sync_checkpoints_unique")
         ]
+
+
+class PortalSession(models.Model):
+    """A Django session opened from a Clerk session: which Django sessions to delete when Clerk ends one.
+
+    Django's session table stores its data encoded, so "the sessions of Clerk session X (or of user Y)" would
+    mean decoding every row; this small index answers it by key. Rows of sessions that ended on their own
+    are harmless (deleting an absent session is a no-op).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    session_key = models.CharField(max_length=40, unique=True)
+    clerk_session_id = models.CharField(max_length=64, db_index=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "portal_sessions"
+
+
+class EndedClerkSession(models.Model):
+    """A Clerk session that ended (revoked, ended, removed, signed out, user banned).
+
+    Its tokens stay valid for up to 60 s after Clerk ends it; a token naming an ended session is refused.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    clerk_session_id = models.CharField(max_length=64, unique=True)
+    clerk_user_id = models.CharField(max_length=64, blank=True, default="")
+    reason = models.CharField(max_length=40)
+    ended_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "ended_clerk_sessions"

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from tenants import services
 from tenants.clerk.tokens import ClerkTokenVerifier, SessionClaims
 from tenants.models import MembershipStatus, Organization, OrganizationMember, OrganizationRole, User
 from tenants.rls.binding import bind_organization
@@ -86,22 +87,27 @@ def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
 
 
 def membership_from_claims(organization: Organization, user: User, claims: SessionClaims) -> OrganizationMember:
-    role = portal_role(claims.organization_role)
+    """The membership the token vouches for, created or changed (audited) when it is news.
+
+    A token is authority only for what happened before it was issued: a removal or a role change recorded
+    after its ``iat`` (by webhook) wins, so a token minted before a demotion cannot restore the old role.
+    """
+    role, clerk_role = portal_role(claims.organization_role), claims.organization_role or ""
     membership = OrganizationMember.objects.filter(organization=organization, user=user).first()
-    if membership is None:
-        logger.info("membership created just in time organization_id=%s user=%s", organization.pk, user.pk)
-        return OrganizationMember.objects.create(
-            organization=organization, user=user, role=role, clerk_role=claims.organization_role or ""
-        )
-    if membership.status == MembershipStatus.REMOVED:
+    if membership is not None and membership.status == MembershipStatus.REMOVED:
         if membership.removed_at is None or claims.issued_at <= membership.removed_at:
             raise AccessDenied("This membership has been removed.")
-        membership.status, membership.removed_at = MembershipStatus.ACTIVE, None
-    elif (membership.role, membership.clerk_role) == (role, claims.organization_role or ""):
-        return membership
-    membership.role, membership.clerk_role = role, claims.organization_role or ""
-    membership.save(update_fields=["status", "removed_at", "role", "clerk_role", "updated_at"])
-    return membership
+    elif membership is not None:
+        if membership.role_changed_at is not None and claims.issued_at <= membership.role_changed_at:
+            return membership
+        if (membership.role, membership.clerk_role) == (role, clerk_role):
+            return membership
+    if membership is None:
+        logger.info("membership created just in time organization_id=%s user=%s", organization.pk, user.pk)
+    return services.membership_upsert(
+        organization=organization, user=user, role=role, clerk_role=clerk_role, role_changed_at=claims.issued_at,
+        actor=user, actor_label="clerk-token",
+    )
 
 
 def identity_from_session(user: User, organization_pk: str) -> PortalIdentity:

@@ -12,6 +12,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from tenants import services
 from tenants.audit import audit_record
 from tenants.clerk.authentication import (
     AccessDenied,
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 SESSION_ORGANIZATION = "routiq_organization_id"
 SESSION_LAST_SEEN = "routiq_last_seen"
 SESSION_CLERK_SESSION = "routiq_clerk_session_id"
+SESSION_STARTED = "routiq_started"
 SESSION_TOUCH_INTERVAL = timedelta(seconds=60)
 # Paths that carry no clinic data and authenticate differently (or not at all).
 UNBOUND_PATH_PREFIXES = (
@@ -44,6 +46,14 @@ def touch(session) -> None:
         session[SESSION_LAST_SEEN] = timezone.now().isoformat()
 
 
+def session_is_expired(started_iso: str | None) -> bool:
+    """Past the absolute lifetime, counted from sign-in (sessions from before it was recorded count as expired)."""
+    if not started_iso:
+        return True
+    started = datetime.fromisoformat(started_iso)
+    return timezone.now() - started > timedelta(seconds=settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS)
+
+
 class Unauthenticated(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -56,8 +66,9 @@ class ClerkOrganizationMiddleware:
     ``Authorization: Bearer`` requests are stateless: the token is the whole authentication. A token in the
     ``__session`` cookie (Clerk's browser script) opens or refreshes a Django session bound to that user and
     organization; later requests without a fresh token ride on the session until it has been idle for
-    SESSION_IDLE_TIMEOUT_SECONDS. Either way the organization is bound for the view and unbound after it,
-    including while a streamed response is being sent.
+    SESSION_IDLE_TIMEOUT_SECONDS or SESSION_ABSOLUTE_TIMEOUT_SECONDS have passed since sign-in, or Clerk ends
+    the Clerk session it came from (webhook, or Sign out here). Either way the organization is bound for the
+    view and unbound after it, including while a streamed response is being sent.
     """
 
     def __init__(self, get_response):
@@ -100,6 +111,7 @@ class ClerkOrganizationMiddleware:
                 if exc.reason != "expired":
                     self.reject(request, exc)
             else:
+                self.refuse_ended_session(request, claims)
                 identity = identity_from_claims(claims)
                 self.open_session(request, identity, claims.session_id)
                 return identity
@@ -107,9 +119,16 @@ class ClerkOrganizationMiddleware:
 
     def verify(self, request, token: str):
         try:
-            return verifier().verify(token)
+            claims = verifier().verify(token)
         except TokenError as exc:
             self.reject(request, exc)
+        self.refuse_ended_session(request, claims)
+        return claims
+
+    def refuse_ended_session(self, request, claims) -> None:
+        # Clerk ended the session (revoked, banned, signed out) but its last token is valid for up to 60 s.
+        if services.clerk_session_is_ended(claims.session_id):
+            self.reject(request, TokenError("session-ended"))
 
     @staticmethod
     def reject(request, exc: TokenError):
@@ -122,15 +141,25 @@ class ClerkOrganizationMiddleware:
         same_session = (
             session.get(SESSION_ORGANIZATION) == str(identity.organization.pk)
             and str(request.user.pk) == str(identity.user.pk)
+            and session.get(SESSION_CLERK_SESSION) == (clerk_session_id or "")
             and not session_is_idle(session.get(SESSION_LAST_SEEN))
+            and not session_is_expired(session.get(SESSION_STARTED))
         )
         if not same_session:
-            # A new user or a switched organization: new session key (no fixation), new audit row. login()
-            # only rotates the key for a *different* user, so rotate it here for an organization switch.
+            # A new user, organization or Clerk session, or a session past its lifetime: new session key (no
+            # fixation), new audit row. login() only rotates the key for a *different* user, so rotate it here.
             session.cycle_key()
             login(request, identity.user, backend="django.contrib.auth.backends.ModelBackend")
+            started = timezone.now()
             session[SESSION_ORGANIZATION] = str(identity.organization.pk)
             session[SESSION_CLERK_SESSION] = clerk_session_id or ""
+            session[SESSION_STARTED] = started.isoformat()
+            # A fixed expiry: without it every save (touch() below) would push expire_date another
+            # SESSION_COOKIE_AGE into the future, and the session would never end while in use.
+            session.set_expiry(started + timedelta(seconds=settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS))
+            if clerk_session_id:
+                services.portal_session_record(session_key=session.session_key, clerk_session_id=clerk_session_id,
+                                               user=identity.user)
             audit_record(
                 action="session.started", organization=identity.organization, actor=identity.user,
                 object_type="clerk_session", object_id=clerk_session_id or "", request=request,
@@ -143,9 +172,15 @@ class ClerkOrganizationMiddleware:
         organization_pk = session.get(SESSION_ORGANIZATION)
         if not organization_pk or not request.user.is_authenticated:
             raise Unauthenticated("no-session")
+        if session_is_expired(session.get(SESSION_STARTED)):
+            session.flush()
+            raise Unauthenticated("session-expired")
         if session_is_idle(session.get(SESSION_LAST_SEEN)):
             session.flush()
             raise Unauthenticated("idle-timeout")
+        if services.clerk_session_is_ended(session.get(SESSION_CLERK_SESSION)):
+            session.flush()
+            raise Unauthenticated("session-ended")
         identity = identity_from_session(request.user, organization_pk)
         touch(session)
         return identity

@@ -29,12 +29,12 @@ def provisioning_queue(empty_queue):
 
 
 def post_event(client, event_type: str, data: dict, *, msg_id: str | None = None, secret: str = SECRET,
-               timestamp: int | None = None):
+               timestamp: int | None = None, **extra):
     body = json.dumps({"type": event_type, "object": "event", "data": data}).encode()
     headers = svix_headers(secret, body, msg_id=msg_id or f"msg_{time.time_ns()}", timestamp=timestamp)
     return client.post(
         "/webhooks/clerk/", body, content_type="application/json",
-        **{f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()},
+        **{f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}, **extra,
     )
 
 
@@ -157,11 +157,14 @@ def test_organization_updated_and_deleted(client, mint, org_a):
         assert cursor.fetchone()[0] == 1
 
 
-def test_signed_but_malformed_event_is_400_and_not_recorded(client):
-    response = post_event(client, "organizationMembership.created", {"id": "orgmem_x"})
+def test_signed_but_malformed_event_is_acknowledged_once_as_failed(client):
+    first = post_event(client, "organizationMembership.created", {"id": "orgmem_x"}, msg_id="msg_malformed")
+    again = post_event(client, "organizationMembership.created", {"id": "orgmem_x"}, msg_id="msg_malformed")
 
-    assert response.status_code == 400
-    assert not WebhookDelivery.objects.exists()
+    assert (first.status_code, first.json()) == (200, {"status": "failed"})
+    assert again.json() == {"status": "duplicate"}
+    delivery = WebhookDelivery.objects.get(delivery_id="msg_malformed")
+    assert delivery.status == "failed" and "public_user_data" in delivery.error
 
 
 def test_unknown_event_types_are_acknowledged(client):
@@ -172,3 +175,198 @@ def test_webhook_without_a_configured_secret_is_503(client, settings):
     settings.CLERK_WEBHOOK_SECRET = ""
 
     assert post_event(client, "user.created", user_data("user_wh_6")).status_code == 503
+
+
+def post_body(client, body: bytes, *, msg_id: str | None = None, secret: str = SECRET, **extra):
+    headers = svix_headers(secret, body, msg_id=msg_id or f"msg_{time.time_ns()}")
+    return client.post(
+        "/webhooks/clerk/", body, content_type="application/json",
+        **{f"HTTP_{name.upper().replace('-', '_')}": value for name, value in headers.items()}, **extra,
+    )
+
+
+# --- bad input never 500s -------------------------------------------------------------------------------
+
+def test_a_body_that_is_not_utf8_is_400_signed_or_not(client):
+    body = b'{"type": "user.created", "data": {"id": "user_\xff\xfe"}}'
+
+    signed = post_body(client, body)
+    unsigned = client.post("/webhooks/clerk/", body, content_type="application/json")
+
+    assert (signed.status_code, unsigned.status_code) == (400, 400)
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_signed_json_that_is_not_an_event_is_recorded_as_failed(client):
+    for number, body in enumerate([b"[1, 2]", b"not json", b'{"type": 7, "data": {}}']):
+        response = post_body(client, body, msg_id=f"msg_not_event_{number}")
+        assert (response.status_code, response.json()) == (200, {"status": "failed"})
+    assert WebhookDelivery.objects.filter(status="failed").count() == 3
+
+
+def test_names_with_nul_and_over_long_are_cleaned_and_stored(client, org_a):
+    data = {"id": "user_wh_long", "first_name": "Al\x00ice" + "x" * 300, "last_name": None,
+            "primary_email_address_id": None,
+            "email_addresses": [{"id": "em_0"}, "junk", {"id": "em_1", "email_address": "al\x00ice@example.com"}]}
+
+    response = post_event(client, "user.created", data)
+
+    assert response.json() == {"status": "processed"}
+    user = User.objects.get(clerk_user_id="user_wh_long")
+    assert user.first_name == ("Alice" + "x" * 300)[:150]
+    assert (user.last_name, user.email) == ("", "alice@example.com")
+
+
+@pytest.mark.parametrize("addresses", [None, "alice@example.com", {"email_address": "x"}, [None], []])
+def test_odd_email_addresses_are_stored_as_no_email(client, addresses):
+    data = {"id": "user_wh_odd", "first_name": "Odd", "primary_email_address_id": "em_1"}
+    if addresses is not None:
+        data["email_addresses"] = addresses
+
+    assert post_event(client, "user.created", data).json() == {"status": "processed"}
+    assert User.objects.get(clerk_user_id="user_wh_odd").email == ""
+
+
+def test_over_long_organization_name_and_membership_names_are_cut_to_the_column(client, org_a):
+    post_event(client, "organization.updated", {"id": org_a.clerk_org_id, "name": "Harbour\x00" + "H" * 500})
+    membership = membership_data(org_a, "user_wh_names")
+    membership["public_user_data"].update(first_name="B" * 400, identifier="b" * 300 + "@example.com")
+
+    assert post_event(client, "organizationMembership.created", membership).json() == {"status": "processed"}
+    org_a.refresh_from_db()
+    assert org_a.name == ("Harbour" + "H" * 500)[:200]
+    user = User.objects.get(clerk_user_id="user_wh_names")
+    assert (user.first_name, user.email) == ("B" * 150, "")  # an over-long address is dropped, not cut
+
+
+def test_an_id_that_cannot_be_stored_is_acknowledged_once_as_failed(client):
+    for number, bad_id in enumerate(["user_" + "9" * 100, "user_\x00nul", None, ["user_list"]]):
+        response = post_event(client, "user.created", {"id": bad_id, "first_name": "X"}, msg_id=f"msg_bad_{number}")
+        assert (response.status_code, response.json()) == (200, {"status": "failed"})
+    assert WebhookDelivery.objects.filter(status="failed").count() == 4
+    assert "user id" in WebhookDelivery.objects.get(delivery_id="msg_bad_0").error
+
+
+# --- Clerk webhook bursts -------------------------------------------------------------------------------
+
+@pytest.mark.owner_role
+def test_a_burst_of_created_updated_and_membership_lands_once_provisioned(
+    client, provisioning_queue, django_capture_on_commit_callbacks
+):
+    org = {"id": "org_wh_burst", "name": "Burst Physio", "slug": "burst"}
+    member = {"id": "orgmem_burst", "role": "org:admin", "organization": {"id": "org_wh_burst"},
+              "public_user_data": {"user_id": "user_wh_burst", "first_name": "Bea", "identifier": "bea@example.com"}}
+    with django_capture_on_commit_callbacks(execute=True):
+        created = post_event(client, "organization.created", org, msg_id="msg_burst_created")
+        updated = post_event(client, "organization.updated", {**org, "name": "Burst Physio & Co"},
+                             msg_id="msg_burst_updated")
+        membership = post_event(client, "organizationMembership.created", member, msg_id="msg_burst_member")
+
+    assert created.json() == {"status": "processed"}
+    # Not yet: answered so that Svix redelivers, and not recorded as processed.
+    assert (updated.status_code, membership.status_code) == (409, 409)
+    assert set(WebhookDelivery.objects.values_list("delivery_id", flat=True)) == {"msg_burst_created"}
+    assert provisioning_queue.job_ids == ["provision-org_wh_burst"]  # one job, not one per event
+    job = provisioning_queue.fetch_job("provision-org_wh_burst")
+    assert job.retries_left == 3
+    job.perform()
+
+    # Svix's redeliveries (same svix-id) now land.
+    assert post_event(client, "organization.updated", {**org, "name": "Burst Physio & Co"},
+                      msg_id="msg_burst_updated").json() == {"status": "processed"}
+    assert post_event(client, "organizationMembership.created", member,
+                      msg_id="msg_burst_member").json() == {"status": "processed"}
+    organization = Organization.objects.get(clerk_org_id="org_wh_burst")
+    assert organization.name == "Burst Physio & Co"
+    with bind_organization(organization):
+        assert OrganizationMember.objects.get(user__clerk_user_id="user_wh_burst").role == "admin"
+        assert AuditLog.objects.filter(action="organization.updated", organization=organization).count() == 1
+
+
+def test_organization_rename_by_webhook_is_audited(client, org_a):
+    post_event(client, "organization.updated", {"id": org_a.clerk_org_id, "name": "Harbour Physio & Pilates"})
+
+    with bind_organization(org_a):
+        audit = AuditLog.objects.get(action="organization.updated", organization=org_a)
+    assert audit.actor_label == "clerk-webhook"
+    assert audit.changes["name"] == ["Harbour Physio", "Harbour Physio & Pilates"]
+
+
+# --- role changes and stale tokens ----------------------------------------------------------------------
+
+def test_a_token_issued_before_a_demotion_does_not_restore_admin(client, mint, org_a):
+    from datetime import UTC, datetime, timedelta
+
+    admin_token = mint(org_a, user_id="user_wh_demoted", role="admin",
+                       issued_at=datetime.now(UTC) - timedelta(seconds=10))
+    assert client.get("/settings/integrations/", **bearer(admin_token)).status_code == 200
+
+    post_event(client, "organizationMembership.updated", membership_data(org_a, "user_wh_demoted", "org:member"))
+
+    assert client.get("/settings/integrations/", **bearer(admin_token)).status_code == 403
+    with bind_organization(org_a):
+        assert OrganizationMember.objects.get(user__clerk_user_id="user_wh_demoted").role == "member"
+    # A token issued after the change speaks for the role again (Clerk promoted them back, webhook late).
+    # Its iat has one-second precision: the next second is the first one surely after the change.
+    later = mint(org_a, user_id="user_wh_demoted", issued_at=datetime.now(UTC) + timedelta(seconds=1))
+    assert client.get("/settings/integrations/", **bearer(later)).status_code == 200
+
+
+# --- sessions that outlive Clerk ------------------------------------------------------------------------
+
+def open_browser_session(client, token):
+    client.cookies["__session"] = token
+    assert client.get("/patients/").status_code == 200
+    del client.cookies["__session"]
+    assert client.get("/patients/").status_code == 200
+
+
+@pytest.mark.parametrize("event_type", ["session.revoked", "session.ended", "session.removed"])
+def test_clerk_ending_the_session_ends_the_portal_session(client, mint, org_a, event_type):
+    open_browser_session(client, mint(org_a, user_id="user_wh_sess", session_id="sess_wh_1"))
+    other = client.__class__()
+    open_browser_session(other, mint(org_a, user_id="user_wh_sess", session_id="sess_wh_other"))
+
+    response = post_event(client, event_type, {"id": "sess_wh_1", "user_id": "user_wh_sess", "object": "session"})
+
+    assert response.json() == {"status": "processed"}
+    assert client.get("/patients/").status_code == 302  # the Django session is gone
+    # Its last token (valid for up to 60 s) cannot open a new one.
+    assert client.get("/patients/", **bearer(mint(org_a, user_id="user_wh_sess", session_id="sess_wh_1"))
+                      ).status_code == 401
+    assert other.get("/patients/").status_code == 200  # another Clerk session of the same user carries on
+    with bind_organization(org_a):
+        assert AuditLog.objects.filter(action="session.ended", object_id="sess_wh_1").count() == 1
+
+
+def test_a_banned_user_is_signed_out_everywhere_and_refused(client, mint, org_a):
+    open_browser_session(client, mint(org_a, user_id="user_wh_banned", session_id="sess_wh_banned"))
+
+    post_event(client, "user.updated", {**user_data("user_wh_banned"), "banned": True})
+
+    assert client.get("/patients/").status_code == 302
+    assert client.get("/patients/", **bearer(mint(org_a, user_id="user_wh_banned"))).status_code in (401, 403)
+
+    post_event(client, "user.updated", {**user_data("user_wh_banned"), "banned": False})
+    assert client.get("/patients/", **bearer(mint(org_a, user_id="user_wh_banned"))).status_code == 200
+
+
+# --- rate limit -----------------------------------------------------------------------------------------
+
+def test_the_webhook_endpoint_is_rate_limited_per_client_ip(client, settings):
+    import django_rq
+
+    settings.WEBHOOK_RATE_LIMIT_PER_MINUTE = 3
+    ip = f"10.{time.time_ns() % 250}.{time.time_ns() % 249}.7"
+    try:
+        responses = [post_event(client, "session.created", {"id": f"sess_rl_{n}"}, REMOTE_ADDR=ip) for n in range(4)]
+        elsewhere = post_event(client, "session.created", {"id": "sess_rl_x"}, REMOTE_ADDR="10.255.255.1")
+    finally:
+        redis = django_rq.get_connection("default")
+        keys = list(redis.scan_iter("throttle:webhooks:clerk:*"))
+        if keys:
+            redis.delete(*keys)
+
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert 1 <= int(responses[3]["Retry-After"]) <= 60
+    assert elsewhere.status_code == 200

@@ -6,10 +6,13 @@ from django.conf import settings
 from django.contrib.auth import logout
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
+from tenants import services
 from tenants.clerk.dev_tokens import mint_session_token
+from tenants.clerk.middleware import SESSION_CLERK_SESSION
 from tenants.models import MembershipStatus, Organization, OrganizationMember
 from tenants.rls.binding import bind_organization
 
@@ -20,13 +23,26 @@ def safe_next(request, default: str = "/patients/") -> str:
 
 
 def sign_in(request):
-    return render(request, "tenants/sign_in.html", {"next": safe_next(request)})
+    # After "Sign out" the page also signs the browser out of Clerk (static/js/clerk-sign-out.js), so the
+    # next visitor of a shared computer is not signed straight back in by Clerk's still-open session.
+    # Clerk's hosted sign-in returns here without the signed-out flag (it would sign the browser out again).
+    return_url = request.build_absolute_uri(f"{reverse('sign-in')}?{urlencode({'next': safe_next(request)})}")
+    return render(request, "tenants/sign_in.html", {
+        "next": safe_next(request), "sign_out_of_clerk": "signed-out" in request.GET, "return_url": return_url,
+    })
 
 
 @require_POST
 def sign_out(request):
+    clerk_session_id = request.session.get(SESSION_CLERK_SESSION)
+    user = request.user if request.user.is_authenticated else None
     logout(request)
-    response = HttpResponseRedirect(settings.LOGIN_URL)
+    if clerk_session_id:
+        # Ended here too, not only in the browser: until Clerk's script has signed out, it may still set a
+        # fresh __session cookie for this Clerk session, and the portal must not accept it any more.
+        services.clerk_session_end(clerk_session_id=clerk_session_id, reason="signed-out",
+                                   clerk_user_id=getattr(user, "clerk_user_id", "") or "", actor=user)
+    response = HttpResponseRedirect(f"{settings.LOGIN_URL}?signed-out=1")
     response.delete_cookie("__session")
     return response
 
