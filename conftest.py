@@ -2,16 +2,19 @@
 
 The suite connects as the owner role (pytest-django needs CREATEDB to build the test database), then every
 database test runs as the *app* role through ``SET ROLE``, so Row Level Security and grants are exactly
-what the web app and the workers get. Two organizations exist for the whole session.
+what the web app and the workers get. Inside ``platform_access()`` the same connection switches to the
+*platform* role (tenants/rls/pgbackend): in production that is a connection of its own, but a test's rows are
+uncommitted, and only the test's own connection can see them. Two organizations exist for the whole session.
 """
 
 from __future__ import annotations
 
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from tenants.rls.roles import grant_app_privileges
+from tenants.rls.binding import PLATFORM_ALIAS
+from tenants.rls.roles import grant_app_privileges, grant_platform_privileges
 
 pytest_plugins = ["routiq.testing.clerk_fixtures"]
 
@@ -35,9 +38,18 @@ def django_db_setup(django_db_setup, django_db_blocker):
             cursor.execute("SELECT current_user")
             (owner,) = cursor.fetchone()
             grant_app_privileges(cursor, owner, settings.DATABASE_APP_ROLE)
+            grant_platform_privileges(cursor, owner, settings.DATABASE_PLATFORM_ROLE)
         for spec in ORGANIZATIONS.values():
             if not Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).exists():
                 organization_create(**spec)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _platform_alias_is_the_test_connection():
+    if PLATFORM_ALIAS in settings.DATABASES:
+        pytest.exit("Unset DATABASE_PLATFORM_URL for the test suite: platform access runs on the test's connection.")
+    connections[PLATFORM_ALIAS] = connections[DEFAULT_DB_ALIAS]
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -55,7 +55,19 @@ if env("TEST_DATABASE_NAME"):
 # Our backend re-sends the bound organization with every cursor (tenants/pgbackend).
 DATABASES["default"]["ENGINE"] = "tenants.rls.pgbackend"
 DATABASE_APP_ROLE = env("DATABASE_APP_ROLE", "routiq_app")
-DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# The platform role: the only role the public tables' policies admit across organizations. Only code inside
+# tenants.rls.binding.platform_access() uses it (the admin, the scheduler's fan-out): the web app and the
+# workers get its URL, but the app role itself can never switch into it.
+DATABASE_PLATFORM_ROLE = env("DATABASE_PLATFORM_ROLE", "routiq_platform")
+if env("DATABASE_PLATFORM_URL"):
+    DATABASES["platform"] = dj_database_url.parse(
+        env("DATABASE_PLATFORM_URL"),
+        conn_max_age=int(env("DATABASE_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
+    )
+    DATABASES["platform"]["ENGINE"] = "tenants.rls.pgbackend"
+    DATABASES["platform"]["TEST"] = {"MIRROR": "default"}  # never a test database of its own
+DATABASE_ROUTERS = ("tenants.rls.router.PlatformAccessRouter", "django_tenants.routers.TenantSyncRouter")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Tenancy --------------------------------------------------------------------------------------

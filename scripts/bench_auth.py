@@ -113,11 +113,12 @@ def main() -> int:
     app_url = role_url(admin_url, *DEV_ROLES["app"], DATABASE)
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
     admin_execute(admin_url, drop)
-    env = {**os.environ, "DJANGO_SECRET_KEY": "bench", "LOG_LEVEL": "WARNING",
+    env = {**os.environ, "LOG_LEVEL": "WARNING",
+           "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
            "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
            "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url}
     manage(env, "setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
-           "--allow-test-databases")
+           "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], DATABASE), "--allow-test-databases")
     manage(env, "migrate_schemas", "--shared")
     os.environ.update(env)
     try:

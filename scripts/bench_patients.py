@@ -510,7 +510,8 @@ def main() -> int:
            "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
            "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url, "DATABASE_OWNER_URL": owner_url,
            "DATABASE_APP_ROLE": unquote(urlsplit(app_url).username or "")}
-    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url]
+    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
+             "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], args.database)]
     manage(env, *setup, *(["--allow-test-databases"] if row and row[0] else []))  # keeps a dev owner's CREATEDB
     manage(env, "migrate_schemas")
     os.environ.update(env)

@@ -111,13 +111,14 @@ def main() -> int:
     row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"), [owner_role])
     env = {
         **os.environ,
-        "DJANGO_SECRET_KEY": "bench",
+        "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
         "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
         "LOG_LEVEL": "WARNING",
         "DJANGO_SETTINGS_MODULE": "routiq.settings",
         "DATABASE_URL": owner_url,
     }
-    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url]
+    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
+             "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], DATABASE)]
     manage(env, *setup, *(["--allow-test-databases"] if row and row[0] else []))
     results = [("migrate_schemas --shared (empty database)", manage(env, "migrate_schemas", "--shared"))]
 

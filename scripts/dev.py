@@ -31,7 +31,11 @@ from devservices import ensure_services  # noqa: E402
 PYTHON = sys.executable
 MANAGE = [PYTHON, str(ROOT / "manage.py")]
 DATABASE_NAME = "routiq"
-DEV_ROLES = {"owner": ("routiq_owner", "routiq_owner_dev"), "app": ("routiq_app", "routiq_app_dev")}
+DEV_ROLES = {
+    "owner": ("routiq_owner", "routiq_owner_dev"),
+    "app": ("routiq_app", "routiq_app_dev"),
+    "platform": ("routiq_platform", "routiq_platform_dev"),
+}
 
 
 def role_url(admin_url: str, user: str, password: str, database: str) -> str:
@@ -49,6 +53,8 @@ def database_environment(services: dict[str, str]) -> dict[str, str]:
         "DATABASE_OWNER_URL": os.environ.get("DATABASE_OWNER_URL")
         or role_url(admin_url, *DEV_ROLES["owner"], DATABASE_NAME),
         "DATABASE_URL": os.environ.get("DATABASE_URL") or role_url(admin_url, *DEV_ROLES["app"], DATABASE_NAME),
+        "DATABASE_PLATFORM_URL": os.environ.get("DATABASE_PLATFORM_URL")
+        or role_url(admin_url, *DEV_ROLES["platform"], DATABASE_NAME),
     }
     return {**os.environ, **env}
 
@@ -75,13 +81,19 @@ def manage(env: dict[str, str], *args: str, as_owner: bool = False) -> None:
 
 def run_tests(env: dict[str, str], pytest_args: list[str]) -> int:
     env = {
-        "DJANGO_SECRET_KEY": "test-only-secret-key",
+        # The suite runs with DEBUG off, where settings refuse a weak key (under 50 characters).
+        "DJANGO_SECRET_KEY": "test-only-secret-key-0f9c2b7e4a1d6358-not-for-production-use",
         "ROUTIQ_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyYnl0ZXM=",
         **env,
     }
     setup_database(env)
-    # pytest-django builds test_<name> as the owner (CREATEDB); the tests then SET ROLE to the app role.
-    test_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
+    # pytest-django builds test_<name> as the owner (CREATEDB); the tests then SET ROLE to the app role, and
+    # to the platform role inside platform_access() on that same connection (conftest.py), so no platform alias.
+    test_env = {key: value for key, value in env.items() if key != "DATABASE_PLATFORM_URL"}
+    test_env["DATABASE_URL"] = env["DATABASE_OWNER_URL"]
+    # For the one test that logs in as production does: each role on a connection of its own.
+    test_env["ROUTIQ_TEST_APP_URL"] = env["DATABASE_URL"]
+    test_env["ROUTIQ_TEST_PLATFORM_URL"] = env["DATABASE_PLATFORM_URL"]
     return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], env=test_env, cwd=ROOT).returncode
 
 

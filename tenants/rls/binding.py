@@ -6,7 +6,11 @@ policies). Both are reset in ``finally``, so a persistent connection never carri
 the next request or job.
 
 The organization lives in a context variable, not on the connection: the backend re-sends it whenever a
-cursor is taken, which is what kept reused connections from leaking (stack-notes §3, P5).
+cursor is taken, so a reused connection always carries the current unit of work's organization.
+
+Cross-organization reads of the public tables go through ``platform_access``: a separate database
+connection, logged in as the platform role, which the public tables' policies admit by role. The app role
+cannot turn into it: no setting it can change opens another organization's rows.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
-from django.db import connection
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 if TYPE_CHECKING:
     from tenants.models import Organization
 
 logger = logging.getLogger(__name__)
+
+PLATFORM_ALIAS = "platform"
 
 _bound_organization_id: ContextVar[str | None] = ContextVar("bound_organization_id", default=None)
 _platform_access: ContextVar[bool] = ContextVar("platform_access", default=False)
@@ -44,9 +52,17 @@ def require_organization_id() -> str:
     return organization_id
 
 
-def rls_settings() -> tuple[str, str]:
-    """The values the database backend sends as app.current_organization and app.platform_access."""
-    return (_bound_organization_id.get() or "", "on" if _platform_access.get() else "")
+def rls_organization_setting() -> str:
+    """The value the database backend sends as app.current_organization ('' when nothing is bound)."""
+    return _bound_organization_id.get() or ""
+
+
+def in_platform_access() -> bool:
+    """True inside platform_access() with no organization bound: public models use the platform connection.
+
+    A bind_organization() nested inside platform_access() is ordinary organization work again.
+    """
+    return _platform_access.get() and _bound_organization_id.get() is None
 
 
 @contextlib.contextmanager
@@ -66,19 +82,36 @@ def bind_organization(organization: Organization) -> Iterator[Organization]:
 
 @contextlib.contextmanager
 def platform_access(reason: str) -> Iterator[None]:
-    """Let platform code read every organization's rows in the *public* tables.
+    """Let platform code read and write every organization's rows in the *public* tables.
 
-    This is the one cross-organization door: the RLS policies of the public tables that carry
-    organization_id (members, credentials, sync and audit logs) admit rows when app.platform_access is
-    'on'. Tenant tables (patients, messages) have no such clause: reading them still needs
-    bind_organization(). Used by the Django admin (staff only) and by the scheduler's fan-out.
+    This is the one cross-organization door. Inside it, the database router (tenants/rls/router.py) sends
+    queries on public models to the ``platform`` connection, which logs in as the platform role
+    (DATABASE_PLATFORM_URL). The public tables' policies admit that role by name; tenant tables (patients,
+    messages) admit no one but the bound organization, and the platform role has no grant on a tenant
+    schema at all. Used by the Django admin (staff only), the scheduler's fan-out and a few platform
+    services; every use is logged with its reason. Write through ``transaction.atomic(using=write_alias())``.
     """
+    if PLATFORM_ALIAS not in settings.DATABASES and not shares_default_connection():
+        raise ImproperlyConfigured(
+            "Platform access needs DATABASE_PLATFORM_URL (the platform database role): see README, Database roles."
+        )
     logger.info("platform access opened: %s", reason)
     token = _platform_access.set(True)
     try:
         yield
     finally:
         _platform_access.reset(token)
+
+
+def write_alias() -> str:
+    """The database alias that public-table writes of the current unit of work go to."""
+    return PLATFORM_ALIAS if in_platform_access() else DEFAULT_DB_ALIAS
+
+
+def shares_default_connection() -> bool:
+    """The test suite points the platform alias at the default connection (a test's rows are uncommitted,
+    so a second connection could not see them); the backend then switches roles on that one connection."""
+    return getattr(connections._connections, PLATFORM_ALIAS, None) is connections[DEFAULT_DB_ALIAS]
 
 
 def unbind_all() -> None:

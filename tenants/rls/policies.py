@@ -5,11 +5,17 @@ Migrations import these builders, so changing one changes history: add a new bui
 
 from __future__ import annotations
 
+import re
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import migrations
 
 BOUND_ORGANIZATION = "NULLIF(current_setting('app.current_organization', true), '')::uuid"
-# NULLIF matters: once touched, the setting reads back as '' and a bare ::uuid cast fails (stack-notes P3).
+# NULLIF matters: once touched, the setting reads back as '' and a bare ::uuid cast fails.
 TENANT_CONDITION = f"organization_id = {BOUND_ORGANIZATION}"
+# History only (tenants 0002, 0005, 0006): a door the app role could open with set_config. Migration 0008
+# replaced it with a policy that admits the platform role by name (platform_policy_sql).
 PLATFORM_CONDITION = f"({TENANT_CONDITION} OR current_setting('app.platform_access', true) = 'on')"
 
 
@@ -37,3 +43,29 @@ def enable_rls(table: str, *, platform_readable: bool = False) -> migrations.Run
 
 def wrap(condition: str) -> str:
     return condition if condition.startswith("(") else f"({condition})"
+
+
+PLATFORM_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def platform_role() -> str:
+    """The platform role's name, checked so it can be written into policy SQL."""
+    role = settings.DATABASE_PLATFORM_ROLE
+    if not PLATFORM_ROLE_NAME.match(role):
+        raise ImproperlyConfigured(f"DATABASE_PLATFORM_ROLE {role!r} must be a plain lower-case identifier.")
+    return role
+
+
+def platform_policy_sql(table: str) -> list[str]:
+    """The organization policy without any door, plus a policy that admits the platform role by name.
+
+    Replaces PLATFORM_CONDITION's door (a setting the app role could change itself). Policies are permissive
+    and OR-ed: the platform role sees every row, any other role only its bound organization's.
+    """
+    condition = wrap(TENANT_CONDITION)
+    return [
+        f"DROP POLICY IF EXISTS organization_isolation ON {table}",
+        f"DROP POLICY IF EXISTS platform_access ON {table}",
+        f"CREATE POLICY organization_isolation ON {table} USING {condition} WITH CHECK {condition}",
+        f'CREATE POLICY platform_access ON {table} TO "{platform_role()}" USING (true) WITH CHECK (true)',
+    ]

@@ -4,6 +4,9 @@
   as it. FORCE ROW LEVEL SECURITY binds it too.
 * the app role is what the web app and the sync workers connect as: LOGIN only — not superuser, not
   BYPASSRLS, not an owner — so it can neither skip nor switch off the policies.
+* the platform role is what platform_access() connects as (the admin, the scheduler's fan-out). The public
+  tables' policies admit it by name to every organization's rows; it has no grant on any tenant schema, so
+  patient data stays out of its reach whatever it sets. The app role is not a member of it.
 
 Grants come from the owner's *default privileges*, so schemas and tables created later (a new
 organization) are usable by the app role with nothing granted per organization. Default privileges are
@@ -45,28 +48,44 @@ def ensure_role(cursor: psycopg.Cursor, role: RoleSpec, attributes: str) -> None
     cursor.execute(statement)
 
 
+LOGIN_ONLY = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
+
+
 def ensure_roles_and_database(
-    admin_url: str, owner: RoleSpec, app: RoleSpec, database: str, *, allow_test_databases: bool
+    admin_url: str,
+    owner: RoleSpec,
+    app: RoleSpec,
+    database: str,
+    *,
+    platform: RoleSpec,
+    allow_test_databases: bool,
 ) -> None:
-    """Create or update both roles and the database (needs a superuser or CREATEROLE connection)."""
+    """Create or update the three roles and the database (needs a superuser or CREATEROLE connection)."""
     owner_attributes = "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE " + (
         "CREATEDB" if allow_test_databases else "NOCREATEDB"
     )
     with psycopg.connect(admin_url, autocommit=True) as connection, connection.cursor() as cursor:
         ensure_role(cursor, owner, owner_attributes)
-        ensure_role(cursor, app, "LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE")
+        ensure_role(cursor, app, LOGIN_ONLY)
+        ensure_role(cursor, platform, LOGIN_ONLY)
         if allow_test_databases:
             # The test suite connects as the owner (to create the test database) and then runs as the
-            # app role with SET ROLE, which needs membership.
-            cursor.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(app.name), sql.Identifier(owner.name)))
+            # app role, or the platform role inside platform_access(), with SET ROLE, which needs membership.
+            for role in (app, platform):
+                cursor.execute(
+                    sql.SQL("GRANT {} TO {}").format(sql.Identifier(role.name), sql.Identifier(owner.name))
+                )
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
         if not cursor.fetchone():
             cursor.execute(
                 sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(owner.name))
             )
-        cursor.execute(
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(app.name))
-        )
+        for role in (app, platform):
+            cursor.execute(
+                sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                    sql.Identifier(database), sql.Identifier(role.name)
+                )
+            )
 
 
 def grant_app_privileges(cursor, owner_name: str, app_name: str) -> None:
@@ -93,3 +112,20 @@ def grant_app_privileges(cursor, owner_name: str, app_name: str) -> None:
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}",
         ):
             cursor.execute(sql.SQL(statement).format(schema=schema, app=app))
+
+
+def grant_platform_privileges(cursor, owner_name: str, platform_name: str) -> None:
+    """Run as the owner inside the target database. Idempotent.
+
+    The public schema only: tables there now and those migrations add later. No tenant schema, no function.
+    """
+    owner, platform = sql.Identifier(owner_name), sql.Identifier(platform_name)
+    for statement in (
+        "GRANT USAGE ON SCHEMA public TO {platform}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {platform}",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {platform}",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {platform}",
+        "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {platform}",
+    ):
+        cursor.execute(sql.SQL(statement).format(owner=owner, platform=platform))

@@ -196,18 +196,6 @@ def test_search_terms_follow_contacts_and_stay_isolated(org_a, org_b):
             assert cursor.fetchone()[0] == 0
 
 
-def test_platform_access_opens_public_tables_but_never_tenant_tables(org_a, org_b):
-    from tenants.rls.binding import platform_access
-
-    for organization in (org_a, org_b):
-        save_row("sync_logs", organization)
-        save_row("contacts", organization)
-
-    with platform_access("test"):
-        assert count_rows("sync_logs", org_a) == 1 and count_rows("sync_logs", org_b) == 1
-        assert count_rows("contacts", org_a) == 0 and count_rows("contacts", org_b) == 0
-
-
 def test_deleting_a_contact_outright_removes_its_search_terms(org_a):
     from patients.models import Contact
 
