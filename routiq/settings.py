@@ -210,6 +210,9 @@ CLINIKO_RATE_LIMIT_PER_MINUTE = int(env("CLINIKO_RATE_LIMIT_PER_MINUTE", "200"))
 CLINIKO_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_SYNC_INTERVAL_SECONDS", "900"))
 CLINIKO_FULL_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_FULL_SYNC_INTERVAL_SECONDS", str(7 * 24 * 3600)))
 MANYCHAT_API_URL = env("MANYCHAT_API_URL", "https://api.manychat.com")
+# Vendor URLs a clinic chooses (a self-hosted Chatwoot) must be public https addresses, checked when each
+# request is made. On only for development and tests, whose stand-in servers listen on 127.0.0.1.
+VENDOR_ALLOW_PRIVATE_NETWORKS = env_bool("VENDOR_ALLOW_PRIVATE_NETWORKS", False)
 SYNC_OVERLAP_SECONDS = int(env("SYNC_OVERLAP_SECONDS", "120"))
 ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
 SYNC_LOG_RETENTION_DAYS = int(env("SYNC_LOG_RETENTION_DAYS", "180"))

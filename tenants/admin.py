@@ -159,7 +159,7 @@ class ApiCredentialAdmin(admin.ModelAdmin):
 
     @admin.action(description="Test connection")
     def test_connection(self, request, queryset):
-        from tenants.connection_checks import connection_report
+        from tenants.connections import connection_report
 
         for credential in queryset.select_related("organization"):
             ok, message = connection_report(credential)

@@ -18,6 +18,7 @@ from routiq.http import (
     VendorAuthError,
     VendorHttpClient,
     VendorRateLimited,
+    VendorRedirected,
     VendorResponseError,
     VendorUnavailable,
 )
@@ -104,6 +105,22 @@ def test_a_bad_key_raises_auth_error_without_leaking_the_key(stub, recorder):
     assert len(stub.requests) == 1 and recorder.sleeps == []  # not retried
     for text in (str(err), repr(err), err.message, repr(client), repr(client.http)):
         assert bad_key not in text
+        assert "Unauthorized" not in text  # the stub's body: a vendor's words never reach our error text
+    assert err.summary == "authentication refused (HTTP 401)"
+
+
+def test_a_redirect_is_not_followed_and_the_key_goes_to_no_other_host(recorder):
+    from routiq.testing.vendor_stubs import RecordingServer
+
+    with RecordingServer() as vendor, RecordingServer() as other:
+        vendor.redirect_to(f"{other.base_url}/v1/patients")
+        client = ClinikoClient(API_KEY, contact_email=EMAIL, base_url=vendor.base_url + "/v1", sleep=recorder.sleep)
+
+        with pytest.raises(VendorRedirected) as caught:
+            client.check_connection()
+
+    assert caught.value.status == 302 and caught.value.retryable is False
+    assert len(vendor.requests) == 1 and other.requests == []
 
 
 def test_an_invalid_contact_email_is_refused_up_front():

@@ -4,27 +4,47 @@ Chatwoot: ``api_access_token`` header, account-scoped ``/api/v1/accounts/{id}/co
 ``{"meta": {"count": …}, "payload": […]}``; 401 for a bad token, 404 for an unknown account.
 ManyChat: ``Authorization: Bearer <token>`` on ``/fb/page/getInfo`` answering
 ``{"status": "success", "data": {…}}``; 401 with ``{"status": "error"}`` for a bad token.
+
+Every stub records what it received (``requests``: path and headers), and can be told to misbehave:
+``answer_with(status, body)`` for every request, or ``redirect_to(url)`` (a 302 to ``url``).
+``RecordingServer`` answers 200 to anything and only records: the "other host" of a redirect test.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import Any, Self
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]
 
 
 class _StubServer:
     def __init__(self) -> None:
         stub = self
+        self.requests: list[ReceivedRequest] = []
+        self._override: tuple[int, Any, dict[str, str]] | None = None
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                status, body = stub.respond(self.path.split("?", 1)[0], self.headers)
-                payload = json.dumps(body).encode()
+                path = self.path.split("?", 1)[0]
+                stub.requests.append(ReceivedRequest(path, dict(self.headers.items())))
+                if stub._override is not None:
+                    status, body, extra = stub._override
+                else:
+                    (status, body), extra = stub.respond(path, self.headers), {}
+                payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
                 self.send_header("Content-Length", str(len(payload)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
 
@@ -41,6 +61,14 @@ class _StubServer:
 
     def respond(self, path: str, headers) -> tuple[int, dict]:
         raise NotImplementedError
+
+    def answer_with(self, status: int, body: dict | str) -> None:
+        """Answer every request with ``status`` and ``body`` (a str is sent as text/plain)."""
+        self._override = (status, body, {})
+
+    def redirect_to(self, url: str, status: int = 302) -> None:
+        """Answer every request with a redirect to ``url``."""
+        self._override = (status, "", {"Location": url})
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -75,3 +103,10 @@ class ManyChatStub(_StubServer):
         if path != "/fb/page/getInfo":
             return 404, {"status": "error", "message": "Not found"}
         return 200, {"status": "success", "data": {"id": 1234, "name": "Harbour Physio"}}
+
+
+class RecordingServer(_StubServer):
+    """Answers 200 ``{}`` to anything; ``requests`` shows whether (and with what headers) it was reached."""
+
+    def respond(self, path: str, headers) -> tuple[int, dict]:
+        return 200, {}

@@ -9,7 +9,7 @@ import secrets
 import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -166,20 +166,46 @@ def test_credential_set_stores_ciphertext_and_last4_and_never_the_plaintext(key,
     assert queries.captured_queries and not any(secret in query["sql"] for query in queries.captured_queries)
 
 
-def test_secret_none_keeps_the_stored_secret_and_updates_settings(key, org_a):
+def test_secret_none_keeps_the_stored_secret_and_base_url_none_keeps_the_settings(key, org_a):
     secret = new_secret()
-    first = credential_set(organization=org_a, provider="cliniko", secret=secret, base_url="https://a.example.com")
+    first = credential_set(organization=org_a, provider="chatwoot", secret=secret, base_url="https://a.example.com",
+                           account_id="7")
 
-    updated = credential_set(organization=org_a, provider="cliniko", secret=None, base_url="https://b.example.com")
+    updated = credential_set(organization=org_a, provider="chatwoot", secret=None)
 
     assert updated.pk == first.pk
     assert updated.secret_ciphertext == first.secret_ciphertext and updated.secret_last4 == secret[-4:]
-    assert credential_secret(credential_get(organization=org_a, provider="cliniko")) == secret
+    assert (updated.base_url, updated.account_id) == ("https://a.example.com", "7")
+    assert credential_secret(credential_get(organization=org_a, provider="chatwoot")) == secret
+
+
+@pytest.mark.parametrize("change", [{"base_url": "https://b.example.com"}, {"account_id": "8"},
+                                    {"base_url": ""}])
+def test_a_new_destination_without_the_secret_is_refused(key, org_a, change):
+    secret = new_secret()
+    credential_set(organization=org_a, provider="chatwoot", secret=secret, base_url="https://a.example.com",
+                   account_id="7")
+
+    with pytest.raises(ValidationError) as excinfo:
+        credential_set(organization=org_a, provider="chatwoot", secret=None, **change)
+
+    assert "re-enter the access token" in " ".join(excinfo.value.message_dict["secret"])
+    stored = credential_get(organization=org_a, provider="chatwoot")
+    assert (stored.base_url, stored.account_id) == ("https://a.example.com", "7")
+    assert credential_secret(stored) == secret
+
+
+def test_a_new_destination_with_the_secret_is_saved_and_audited(key, org_a):
+    first = credential_set(organization=org_a, provider="cliniko", secret=new_secret(),
+                           base_url="https://a.example.com")
+
+    credential_set(organization=org_a, provider="cliniko", secret=new_secret(), base_url="https://b.example.com")
+
     with bind_organization(org_a):
         assert ApiCredential.objects.get(pk=first.pk).base_url == "https://b.example.com"
         changes = AuditLog.objects.get(action="credential.updated", object_id=str(first.pk)).changes
     assert changes == {
-        "provider": "cliniko", "fields": ["base_url"],
+        "provider": "cliniko", "fields": ["base_url", "secret"], "secret": "changed",
         "before": {"base_url": "https://a.example.com"}, "after": {"base_url": "https://b.example.com"},
     }
 
@@ -226,12 +252,40 @@ def test_invalid_input_is_refused_and_nothing_is_stored(key, org_a, fields, erro
         assert not ApiCredential.objects.exists()
 
 
-def test_plain_http_is_allowed_for_local_stand_ins(key, org_a):
+def test_plain_http_and_local_chatwoot_urls_need_the_operator_setting(key, org_a, settings):
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True
+
     credential = credential_set(
         organization=org_a, provider="chatwoot", secret=new_secret(), base_url="http://127.0.0.1:8765/api"
     )
 
     assert credential.base_url == "http://127.0.0.1:8765/api"
+
+
+@pytest.mark.parametrize("base_url", [
+    "http://127.0.0.1:8765/api", "http://chat.example.com", "https://127.0.0.1:8765", "https://10.1.2.3",
+    "https://172.16.0.9", "https://192.168.0.2", "https://169.254.169.254", "https://[::1]:8443",
+    "https://[::ffff:127.0.0.1]", "https://100.64.0.1", "https://localhost:8443", "https://chat.localhost",
+])
+def test_a_chatwoot_base_url_must_be_public_https(key, org_a, settings, base_url):
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = False
+
+    with pytest.raises(ValidationError) as excinfo:
+        credential_set(organization=org_a, provider="chatwoot", secret=new_secret(), base_url=base_url,
+                       account_id="7")
+
+    assert "base_url" in excinfo.value.message_dict
+    assert credential_get(organization=org_a, provider="chatwoot") is None
+
+
+@pytest.mark.parametrize("account_id", ["../1", "1/../../2", "0", "-1", "1.0", "07", "abc", "1 2", "١٢"])
+def test_a_chatwoot_account_id_is_a_positive_integer(key, org_a, account_id):
+    with pytest.raises(ValidationError) as excinfo:
+        credential_set(organization=org_a, provider="chatwoot", secret=new_secret(),
+                       base_url="https://chat.example.com", account_id=account_id)
+
+    assert "account_id" in excinfo.value.message_dict
+    assert credential_get(organization=org_a, provider="chatwoot") is None
 
 
 def test_credential_delete_is_audited(key, org_a):
@@ -298,6 +352,19 @@ def test_set_credential_reads_the_secret_from_stdin_and_keeps_unset_options(key,
     credential = credential_get(organization=org_a, provider="chatwoot")
     assert credential_secret(credential) == secret
     assert credential.base_url == "https://chat.example.com"
+
+
+def test_set_credential_refuses_a_new_base_url_without_the_secret(key, org_a):
+    secret = new_secret()
+    call_command("set_credential", org_a.clerk_org_id, "cliniko", secret=secret, stdout=io.StringIO(),
+                 stderr=io.StringIO())
+
+    with pytest.raises(CommandError, match="re-enter"):
+        call_command("set_credential", org_a.clerk_org_id, "cliniko", base_url="https://cliniko.example.net/v1",
+                     stdout=io.StringIO(), stderr=io.StringIO())
+
+    credential = credential_get(organization=org_a, provider="cliniko")
+    assert credential.base_url == "" and credential_secret(credential) == secret
 
 
 def test_set_credential_refuses_an_unknown_organization(key):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from routiq.testing.clerk_fixtures import bearer
+from routiq.testing.vendor_stubs import ChatwootStub, RecordingServer
+from tenants.connections import vendor_client
 from tenants.credentials import credential_get, credential_secret, credential_set
 from tenants.models import AuditLog
 from tenants.rls.binding import bind_organization
@@ -103,8 +105,10 @@ def test_sync_now_enqueues_patients_then_appointments(client, mint, org_a, crede
 
 @pytest.mark.parametrize(("token", "expected"), [("cw-good-token", b"Chatwoot connection works"),
                                                   ("cw-bad-token", b"Chatwoot connection failed")])
-def test_test_connection_for_chatwoot(client, mint, org_a, token, expected):
+def test_test_connection_for_chatwoot(client, mint, org_a, settings, token, expected):
     from routiq.testing.vendor_stubs import ChatwootStub
+
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True  # the stand-in listens on 127.0.0.1
 
     with ChatwootStub(token="cw-good-token", account_id="7") as stub:
         with bind_organization(org_a):
@@ -126,3 +130,144 @@ def test_test_connection_for_manychat(client, mint, org_a, token, expected):
         response = client.post("/settings/integrations/manychat/test", follow=True, **bearer(mint(org_a)))
 
     assert expected in response.content and token.encode() not in response.content
+
+
+# --- where a clinic's secret may go ----------------------------------------------------------------
+CW_TOKEN = "cw-token-0123456789"
+MARKER = "VENDOR-BODY-MARKER-51c9"
+
+
+def stored(org, provider):
+    with bind_organization(org):
+        return credential_get(organization=org, provider=provider)
+
+
+def save(client, mint, org, provider, **fields):
+    data = {f"{provider}-{name}": value for name, value in fields.items()}
+    return client.post(f"/settings/integrations/{provider}/save", data, follow=True, **bearer(mint(org)))
+
+
+def test_the_page_offers_a_base_url_only_for_chatwoot(client, mint, org_a):
+    body = client.get("/settings/integrations/", **bearer(mint(org_a))).content.decode()
+
+    assert 'name="chatwoot-base_url"' in body and 'name="chatwoot-account_id"' in body
+    assert 'name="cliniko-base_url"' not in body and 'name="manychat-base_url"' not in body
+
+
+def test_a_clinic_admin_cannot_choose_where_the_cliniko_key_goes(client, mint, org_a, settings):
+    settings.CLINIKO_API_URL = ""
+    save(client, mint, org_a, "cliniko", secret=SECRET_A, base_url="http://127.0.0.1:9/v1")
+
+    credential = stored(org_a, "cliniko")
+    assert credential_secret(credential) == SECRET_A and credential.base_url == ""
+    with bind_organization(org_a):  # the client Test connection and the sync would use (no request made)
+        assert vendor_client(credential).http.base_url == "https://api.au1.cliniko.com/v1"
+
+
+def test_a_posted_cliniko_base_url_keeps_the_operators(client, mint, org_a):
+    with bind_organization(org_a):
+        credential_set(organization=org_a, provider="cliniko", secret=SECRET_A,
+                       base_url="https://cliniko-proxy.example.net/v1")
+
+    save(client, mint, org_a, "cliniko", secret="replaced-key-5555-au1", base_url="https://evil.example.com")
+
+    credential = stored(org_a, "cliniko")
+    assert credential_secret(credential) == "replaced-key-5555-au1"
+    assert credential.base_url == "https://cliniko-proxy.example.net/v1"
+
+
+@pytest.mark.parametrize("base_url", ["http://127.0.0.1:8765", "https://10.20.30.40", "https://169.254.169.254",
+                                      "https://[::1]:8443", "https://localhost:8443", "http://chat.example.com"])
+def test_a_chatwoot_base_url_that_is_not_public_https_is_refused_on_save(client, mint, org_a, settings, base_url):
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = False
+
+    response = save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url=base_url, account_id="7")
+
+    assert b"Please correct the form" in response.content
+    assert stored(org_a, "chatwoot") is None
+
+
+def test_the_address_is_checked_when_the_request_is_made_not_only_when_saved(client, mint, org_a, settings):
+    with ChatwootStub(token=CW_TOKEN, account_id="7") as stub:
+        settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True
+        save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url=stub.base_url, account_id="7")
+        assert stored(org_a, "chatwoot").base_url == stub.base_url
+        settings.VENDOR_ALLOW_PRIVATE_NETWORKS = False
+
+        response = client.post("/settings/integrations/chatwoot/test", follow=True, **bearer(mint(org_a)))
+
+    assert b"Chatwoot connection failed: destination refused" in response.content
+    assert stub.requests == []
+
+
+def test_a_host_name_that_resolves_to_loopback_is_refused_when_the_request_is_made(client, mint, org_a, settings):
+    with ChatwootStub(token=CW_TOKEN, account_id="7") as stub:
+        settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True
+        port = stub.base_url.rsplit(":", 1)[1]
+        # Saved while allowed; "localhost" stands for any public-looking name whose DNS answer is 127.0.0.1.
+        save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url=f"https://localhost:{port}", account_id="7")
+        settings.VENDOR_ALLOW_PRIVATE_NETWORKS = False
+
+        response = client.post("/settings/integrations/chatwoot/test", follow=True, **bearer(mint(org_a)))
+
+    assert b"not a public internet address" in response.content
+    assert stub.requests == []
+
+
+def test_a_redirect_to_another_host_is_not_followed(client, mint, org_a, settings):
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True
+    with ChatwootStub(token=CW_TOKEN, account_id="7") as stub, RecordingServer() as other:
+        stub.redirect_to(f"{other.base_url}/api/v1/accounts/7/contacts")
+        save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url=stub.base_url, account_id="7")
+
+        response = client.post("/settings/integrations/chatwoot/test", follow=True, **bearer(mint(org_a)))
+
+    assert b"Chatwoot connection failed: redirect not followed (HTTP 302)" in response.content
+    assert len(stub.requests) == 1 and other.requests == []
+
+
+def test_a_changed_base_url_without_the_token_is_refused(client, mint, org_a, settings):
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True
+    save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url="https://chat.example.com", account_id="7")
+
+    changed_url = save(client, mint, org_a, "chatwoot", secret="", base_url="http://127.0.0.1:9", account_id="7")
+    changed_account = save(client, mint, org_a, "chatwoot", secret="", base_url="https://chat.example.com",
+                           account_id="8")
+
+    for response in (changed_url, changed_account):
+        assert b"re-enter the access token" in response.content
+    credential = stored(org_a, "chatwoot")
+    assert (credential.base_url, credential.account_id) == ("https://chat.example.com", "7")
+
+
+def test_an_unchanged_chatwoot_form_without_the_token_keeps_it(client, mint, org_a):
+    save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url="https://chat.example.com", account_id="7")
+
+    response = save(client, mint, org_a, "chatwoot", secret="", base_url="https://chat.example.com", account_id="7")
+
+    assert b"Chatwoot credential saved" in response.content
+    assert credential_secret(stored(org_a, "chatwoot")) == CW_TOKEN
+
+
+@pytest.mark.parametrize("account_id", ["../1", "7/../../8", "-7", "seven"])
+def test_a_chatwoot_account_id_that_is_not_a_positive_integer_is_refused(client, mint, org_a, account_id):
+    response = save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url="https://chat.example.com",
+                    account_id=account_id)
+
+    assert b"positive whole number" in response.content
+    assert stored(org_a, "chatwoot") is None
+
+
+@pytest.mark.parametrize(("status", "expected"), [(401, b"authentication refused (HTTP 401)"),
+                                                  (500, b"vendor unavailable (HTTP 500)"),
+                                                  (422, b"request refused (HTTP 422)")])
+def test_the_page_shows_the_kind_of_failure_never_the_vendors_body(client, mint, org_a, settings, status, expected):
+    settings.VENDOR_ALLOW_PRIVATE_NETWORKS = True
+    with ChatwootStub(token=CW_TOKEN, account_id="7") as stub:
+        stub.answer_with(status, {"message": MARKER, "error": MARKER, "errors": [MARKER]})
+        save(client, mint, org_a, "chatwoot", secret=CW_TOKEN, base_url=stub.base_url, account_id="7")
+
+        response = client.post("/settings/integrations/chatwoot/test", follow=True, **bearer(mint(org_a)))
+
+    assert b"Chatwoot connection failed: " + expected in response.content
+    assert MARKER.encode() not in response.content and CW_TOKEN.encode() not in response.content

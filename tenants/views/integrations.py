@@ -10,9 +10,9 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from tenants.connection_checks import connection_report
+from tenants.connections import connection_report
 from tenants.credentials import credential_delete, credential_get, credential_set
-from tenants.forms import CredentialForm
+from tenants.forms import CredentialForm, credential_form
 from tenants.models import ApiCredential, Provider, SyncLog
 from tenants.permissions import organization_admin_required
 from tenants.selectors import last_sync
@@ -49,8 +49,7 @@ def integrations(request):
     cards = []
     for provider, label in Provider.choices:
         credential = credential_get(organization=request.organization, provider=provider)
-        initial = {"base_url": credential.base_url, "account_id": credential.account_id} if credential else {}
-        cards.append(IntegrationCard(provider, label, credential, CredentialForm(initial=initial, prefix=provider),
+        cards.append(IntegrationCard(provider, label, credential, credential_form(provider, credential=credential),
                                      latest_syncs(request.organization, provider)))
     return render(request, "tenants/integrations.html", {"cards": cards})
 
@@ -59,12 +58,15 @@ def integrations(request):
 @organization_admin_required
 def credential_save(request, provider: str):
     provider = provider_or_404(provider)
-    form = CredentialForm(request.POST, prefix=provider)
+    stored = credential_get(organization=request.organization, provider=provider)
+    form = credential_form(provider, request.POST, credential=stored)
     if form.is_valid():
         try:
+            # Only the fields this provider's form has: a Cliniko or ManyChat base URL in the POST is ignored
+            # (None keeps the operator's value), so a clinic cannot choose where those keys are sent.
             credential_set(
                 organization=request.organization, provider=provider, secret=form.cleaned_data["secret"] or None,
-                base_url=form.cleaned_data["base_url"], account_id=form.cleaned_data["account_id"],
+                base_url=form.cleaned_data.get("base_url"), account_id=form.cleaned_data.get("account_id"),
                 actor=request.user, request=request,
             )
         except ValidationError as exc:

@@ -1,7 +1,11 @@
 """python manage.py set_credential <clerk_org_id> <provider> (--secret … | --secret-stdin) [--base-url …]
 
 Prefer --secret-stdin: a secret on the command line ends up in shell history and the process list.
-Options left out keep their stored values; only the secret's last four characters are printed.
+Options left out keep their stored values; only the secret's last four characters are printed. Changing
+--base-url or --account-id needs the secret again (a secret is bound to where it is sent).
+
+This is the operator's door for Cliniko and ManyChat base URLs (a stand-in server, another region): the
+Integrations page does not let a clinic set them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ class Command(BaseCommand):
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--secret", help="The secret (visible in shell history: prefer --secret-stdin).")
         source.add_argument("--secret-stdin", action="store_true", help="Read the secret from standard input.")
-        parser.add_argument("--base-url", help="The vendor API's base URL (https).")
+        parser.add_argument("--base-url", help="The vendor API's base URL (https; '' restores the default).")
         parser.add_argument("--account-id", help="The account id at the vendor, if it has one.")
 
     def handle(self, *args, clerk_org_id, provider, secret, secret_stdin, base_url, account_id, **options):
@@ -46,11 +50,9 @@ class Command(BaseCommand):
             if existing is None and secret is None:
                 raise CommandError("There is no credential yet: give --secret or --secret-stdin.")
             try:
-                credential = credential_set(
-                    organization=organization, provider=provider, secret=secret,
-                    base_url=base_url if base_url is not None else getattr(existing, "base_url", ""),
-                    account_id=account_id if account_id is not None else getattr(existing, "account_id", ""),
-                    actor_label="manage.py set_credential",
+                credential = credential_set(  # None keeps the stored value
+                    organization=organization, provider=provider, secret=secret, base_url=base_url,
+                    account_id=account_id, actor_label="manage.py set_credential",
                 )
             except ValidationError as exc:
                 raise CommandError("; ".join(exc.messages)) from None

@@ -1,0 +1,1 @@
+"""HTTP clients for the messaging vendors (Chatwoot, ManyChat): HTTP only, no ORM, no settings."""
