@@ -16,6 +16,20 @@ class RoutIQAdminSite(admin.AdminSite):
     index_title = "Platform administration"
     index_template = "admin/routiq_index.html"
 
+    @property
+    def login_form(self):
+        # Imported here: the admin site module is loaded with the app registry, before auth's forms can be.
+        from routiq.admin_login import LockoutAdminAuthenticationForm
+
+        return LockoutAdminAuthenticationForm
+
+    def login(self, request, extra_context=None):
+        response = super().login(request, extra_context)
+        form = getattr(response, "context_data", None) and response.context_data.get("form")
+        if form is not None and form.is_bound and form.is_locked_out():
+            response.status_code = 429  # the page still renders, with the reason, for the admin
+        return response
+
     def get_urls(self):
         return [
             path("database-health/", self.admin_view(self.database_health_view), name="database-health"),

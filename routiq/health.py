@@ -1,10 +1,18 @@
-"""/healthz: database, Redis and migration state as JSON, for load balancers and on-call engineers."""
+"""/healthz: database, Redis and migration state as JSON, for load balancers and on-call engineers.
+
+Anyone gets the overall status (200 "ok" / 503 "unavailable"), which is all a load balancer needs. The
+details (the connected database role, pending migration names, error classes) help an attacker map the
+system, so they are shown only to a signed-in staff user or to a caller sending ``X-Healthz-Token`` equal to
+the ``HEALTHZ_TOKEN`` setting (for monitoring; unset means no token is accepted).
+"""
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 import django_rq
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
@@ -48,10 +56,21 @@ def redis_status() -> dict:
         return {"ok": False, "error": exc.__class__.__name__}
 
 
+def may_see_details(request) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return True
+    token, sent = settings.HEALTHZ_TOKEN, request.headers.get("X-Healthz-Token", "")
+    return bool(token) and hmac.compare_digest(sent.encode(), token.encode())
+
+
 @never_cache
 @require_GET
 def healthz(request):
     checks = {"database": database_status(), "redis": redis_status()}
     checks["migrations"] = migration_status() if checks["database"]["ok"] else {"ok": False}
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
+    body = {"status": "ok" if healthy else "unavailable"}
+    if may_see_details(request):
+        body.update(checks)
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -35,6 +35,21 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env("DJANGO_SECRET_KEY", DEV_SECRET_KEY)
 if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
     raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DEBUG is off.")
+
+
+def secret_key_is_weak(key: str) -> bool:
+    """Django's own deploy check (security.W009): short, repetitive or a startproject placeholder.
+
+    Sessions and password-reset tokens are signed with this key, so a guessable one is refused at start-up
+    in production rather than left to a warning nobody reads."""
+    return len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure")
+
+
+if not DEBUG and secret_key_is_weak(SECRET_KEY):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is too weak for production: use at least 50 random characters, e.g. "
+        "python -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -155,8 +170,25 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "0"))
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+# Off unless asked for: behind a TLS proxy without BEHIND_TLS_PROXY every request looks like plain HTTP, and
+# redirecting it would loop. Production sets SECURE_SSL_REDIRECT=1 (and BEHIND_TLS_PROXY=1 behind a proxy).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe /healthz over plain HTTP on the private network; a redirect would fail the probe.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# HSTS is only ever sent on HTTPS responses, so a production default of one year cannot lock out a site that
+# is not on TLS yet; development sends none. includeSubDomains covers the portal host's own subdomains, and
+# "preload" only makes the host eligible for browser preload lists (nothing is submitted on our behalf).
+SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "0" if DEBUG else str(365 * 24 * 3600)))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+# /healthz answers anonymous callers with the status only; the per-check details (database role, pending
+# migrations, error classes) need a staff session or this token in the X-Healthz-Token header.
+HEALTHZ_TOKEN = env("HEALTHZ_TOKEN")
+# Admin password sign-in: this many failed attempts per user name and client address lock that pair out
+# for the rest of the window (routiq/admin_login.py).
+ADMIN_LOGIN_MAX_FAILURES = int(env("ADMIN_LOGIN_MAX_FAILURES", "10"))
+ADMIN_LOGIN_WINDOW_SECONDS = int(env("ADMIN_LOGIN_WINDOW_SECONDS", str(15 * 60)))
 
 # --- Redis / RQ -----------------------------------------------------------------------------------
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")

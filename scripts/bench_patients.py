@@ -506,7 +506,8 @@ def main() -> int:
         admin_execute(admin_url, drop)
     owner_role = unquote(urlsplit(owner_url).username or "")
     row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"), [owner_role])
-    env = {**os.environ, "DJANGO_SECRET_KEY": "bench", "LOG_LEVEL": "WARNING",
+    env = {**os.environ, "LOG_LEVEL": "WARNING",
+           "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
            "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
            "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url, "DATABASE_OWNER_URL": owner_url,
            "DATABASE_APP_ROLE": unquote(urlsplit(app_url).username or "")}
