@@ -8,23 +8,24 @@ the same as a precise one.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import phonenumbers
 from django.db import connection
 from django.http import Http404
 from django.utils import timezone
 
+from patients.cursors import decode_cursor, encode_cursor
 from patients.models import Appointment, Contact
 from tenants.models import Organization
 
 PAGE_SIZE = 50
 SEARCH_CANDIDATE_CAP = 1000
 MAX_SEARCH_TOKENS = 4
+MAX_SEARCH_LENGTH = 100
 
 STATUSES = {
     "current": "All current patients",
@@ -49,15 +50,16 @@ STATUS_SQL = {
 class SortOrder:
     label: str
     key_sql: tuple[str, ...]  # expressions compared as one row value
+    key_types: tuple[str, ...]  # how the cursor's values are read back (patients.cursors.PARSERS)
     descending: bool
 
 
 SORTS = {
-    "name": SortOrder("Name", ("c.last_name", "c.first_name", "c.id"), descending=False),
+    "name": SortOrder("Name", ("c.last_name", "c.first_name", "c.id"), ("text", "text", "uuid"), descending=False),
     "last_seen": SortOrder(
-        "Last seen", (f"coalesce(ap.last_appointment_at, {NEVER})", "c.id"), descending=True
+        "Last seen", (f"coalesce(ap.last_appointment_at, {NEVER})", "c.id"), ("timestamp", "uuid"), descending=True
     ),
-    "recent": SortOrder("Recently added", ("c.created_at", "c.id"), descending=True),
+    "recent": SortOrder("Recently added", ("c.created_at", "c.id"), ("timestamp", "uuid"), descending=True),
 }
 
 
@@ -80,7 +82,7 @@ class PatientQuery:
         except (TypeError, ValueError):
             days = 90
         return cls(
-            search=params.get("q", "").strip()[:100],
+            search=clean_search(params.get("q", "")),
             status=status if status in STATUSES else "current",
             not_seen_days=days,
             sort=sort if sort in SORTS else "name",
@@ -109,7 +111,8 @@ def patient_list(*, organization: Organization, query: PatientQuery, report_trun
     tokens = search_tokens(query.search)
     if tokens:
         search_cte = search_sql(tokens, organization.country, params)
-    cursor_values = decode_cursor(query.after, len(sort.key_sql))
+    cursor_values = decode_cursor(query.after, organization_id=organization.pk, sort=query.sort,
+                                  types=sort.key_types)
     if cursor_values is not None:
         placeholders = []
         for index, value in enumerate(cursor_values):
@@ -133,7 +136,8 @@ def patient_list(*, organization: Organization, query: PatientQuery, report_trun
     next_cursor = None
     if len(rows) > query.limit:
         last = rows[query.limit - 1]
-        next_cursor = encode_cursor([getattr(last, f"sort_key_{i}") for i in range(len(sort.key_sql))])
+        next_cursor = encode_cursor(organization_id=organization.pk, sort=query.sort,
+                                    values=[getattr(last, f"sort_key_{i}") for i in range(len(sort.key_sql))])
     truncated = bool(tokens) and report_truncation and candidates_capped(organization, tokens)
     return PatientPage(patients=rows[: query.limit], next_cursor=next_cursor, search_truncated=truncated, query=query)
 
@@ -150,6 +154,14 @@ def patient_list_all(*, organization: Organization, query: PatientQuery, batch_s
 
 
 # --- search ------------------------------------------------------------------------------------------
+
+def clean_search(text: str) -> str:
+    """The typed search as it is shown, audited and searched: control and other unprintable characters (a NUL
+    cannot be stored in the audit log's jsonb) become spaces, and it is cut to MAX_SEARCH_LENGTH."""
+    text = text[: MAX_SEARCH_LENGTH * 4]  # bounded work before the character-by-character pass
+    printable = "".join(" " if unicodedata.category(char).startswith("C") else char for char in text)
+    return " ".join(printable.split())[:MAX_SEARCH_LENGTH]
+
 
 def search_tokens(text: str) -> list[str]:
     """Lower-cased words; a query of only digits and phone punctuation becomes one digits token."""
@@ -237,28 +249,6 @@ def candidates_capped(organization: Organization, tokens: list[str]) -> bool:
         cursor.execute(sql, params)
         return cursor.fetchone()[0] > SEARCH_CANDIDATE_CAP
 
-
-# --- cursors -----------------------------------------------------------------------------------------
-
-def encode_cursor(values: list) -> str:
-    plain = [value.isoformat() if isinstance(value, datetime) else str(value) for value in values]
-    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None, size: int) -> list | None:
-    """A tampered or stale cursor restarts from the first page instead of erroring."""
-    if not cursor:
-        return None
-    try:
-        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except ValueError:
-        return None
-    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
-        return None
-    return values
-
-
-# --- one patient -------------------------------------------------------------------------------------
 
 def patient_get(*, organization: Organization, patient_id) -> Contact:
     """The patient, or 404 — the same 404 whether it does not exist or belongs to another clinic."""

@@ -72,9 +72,18 @@ def csv_lines(patients):
         ])
 
 
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
 def safe_cell(value: str) -> str:
-    """Neutralise spreadsheet formulas (CSV injection): vendor data is not trusted."""
-    return f"'{value}" if value and value[0] in "=+-@\t\r" else value
+    """Neutralise spreadsheet formulas (CSV injection; OWASP): vendor data is not trusted. Spreadsheets skip
+    leading blanks and line breaks before a formula (a space or a newline, then "=1+1"), so the first non-whitespace
+    character decides; a cell that starts with a tab or carriage return is quoted too."""
+    if not value:
+        return value
+    if value.startswith(("\t", "\r")) or value.lstrip().startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
 
 
 @require_GET

@@ -1,9 +1,18 @@
-"""A strict Content-Security-Policy for the portal: everything is served from here (CSS and htmx are
-vendored), except Clerk's browser script and API when Clerk is configured."""
+"""Response and log hardening for the portal.
+
+A strict Content-Security-Policy: everything is served from here (CSS and htmx are vendored), except Clerk's
+browser script and API when Clerk is configured. ``Cache-Control: no-store`` on everything but static files.
+Access logs without query strings (they carry patient searches).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Mapping
+
 from django.conf import settings
+from django.utils.cache import patch_cache_control
 
 
 def content_security_policy() -> str:
@@ -36,3 +45,65 @@ class ContentSecurityPolicyMiddleware:
             response.setdefault("Content-Security-Policy", self.policy)
             response.setdefault("Referrer-Policy", "same-origin")
         return response
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on every response but static files.
+
+    Portal pages show patient data (lists, htmx partials, the CSV export, a patient's timeline); no browser
+    cache, back-forward cache or shared proxy may keep a copy once the user has signed out or the session
+    has timed out. Registered as middleware rather than per view so that pages added later are covered too.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.static_prefix = "/" + settings.STATIC_URL.lstrip("/")
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if not request.path.startswith(self.static_prefix):
+            patch_cache_control(response, no_store=True, private=True)
+        return response
+
+
+# --- access logs --------------------------------------------------------------------------------------
+# Query strings carry patient data (a search for a surname, a filter), so access logs record the path
+# only. Both shapes of access-log record are handled: Django's development server logs the request line
+# as its first argument; gunicorn passes a dict of "atoms" (r: the request line, q: the query string,
+# f: the Referer, which holds the previous page's query string, {header}i, {variable}e).
+ACCESS_LOGGERS = ("django.server", "gunicorn.access")
+REQUEST_LINE = re.compile(r"^(\S+ )(\S+)( HTTP/\S+)$")
+QUERY_IN_URL = re.compile(r"(?<=[^\s\"?])\?[^\s\"]*")
+QUERY_ATOMS = frozenset({"q", "{query_string}e"})
+
+
+def without_query(text: str) -> str:
+    """A request line or URL with its query string removed; other text has any ``?…`` after a path cut."""
+    line = REQUEST_LINE.match(text)
+    if line:  # the target of a request line runs to the protocol, even if it holds spaces
+        return line[1] + line[2].split("?", 1)[0] + line[3]
+    return QUERY_IN_URL.sub("", text)
+
+
+class AccessLogRedaction(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):  # gunicorn's atoms; a fresh dict per request, changed in place
+            for key, value in list(record.args.items()):
+                if key in QUERY_ATOMS:
+                    record.args[key] = "-"
+                elif isinstance(value, str):
+                    record.args[key] = without_query(value)
+        elif isinstance(record.args, tuple):
+            record.args = tuple(without_query(arg) if isinstance(arg, str) else arg for arg in record.args)
+        if isinstance(record.msg, str) and not record.args:
+            record.msg = without_query(record.msg)
+        return True
+
+
+def redact_access_logs() -> None:
+    """Attach the filter to the access loggers (once). Done in code, not in settings.LOGGING: naming
+    gunicorn.access there would replace the handlers gunicorn gave it (--access-logfile)."""
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, AccessLogRedaction) for existing in logger.filters):
+            logger.addFilter(AccessLogRedaction())

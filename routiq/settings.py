@@ -115,6 +115,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "routiq.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Cache-Control: no-store on every page (they show patient data); static files are left cacheable.
+    "routiq.security.NoStoreMiddleware",
     # Resets the connection to the public schema around every request before anything touches the DB.
     "tenants.middleware.PublicSchemaMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import html
 import io
+import itertools
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from patients.models import Contact
+from patients.models import Appointment, Contact
 from patients.services import active_patients_refresh
 from routiq.testing.clerk_fixtures import bearer
 from tenants.models import AuditLog
 from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
+APPOINTMENT_IDS = itertools.count(1)
 PATIENT_LINK = re.compile(r'<a href="/patients/[0-9a-f-]{36}/">([^<]+)</a>')
 
 
@@ -73,20 +77,31 @@ def test_search_by_name_email_and_phone_digits(client, mint, org_a, clinic_a, cl
     assert names(response) == expected
 
 
-def test_list_pages_by_keyset_without_repeating_or_skipping(client, mint, org_a):
-    make_contacts(org_a, [(f"P{n:03}", f"Family{n % 7}", f"p{n}@example.com", "", None) for n in range(120)])
+@pytest.mark.parametrize("sort", ["name", "last_seen", "recent"])
+def test_list_pages_by_keyset_without_repeating_or_skipping(client, mint, org_a, sort):
+    contacts = make_contacts(org_a, [(f"P{n:03}", f"Family{n % 7}", f"p{n}@example.com", "", None)
+                                     for n in range(120)])
+    seen_at = timezone.now() - timedelta(days=2)
+    with bind_organization(org_a):  # many share one last-seen time: ties are broken by id
+        Appointment.objects.bulk_create(
+            Appointment(organization=org_a, contact=contact, starts_at=seen_at - timedelta(days=n % 9),
+                        cliniko_appointment_id=next(APPOINTMENT_IDS))
+            for n, contact in enumerate(contacts[:90])
+        )
+        active_patients_refresh(organization=org_a)
     token = mint(org_a)
-    seen, params = [], {}
+    seen, params = [], {"sort": sort}
     while True:
         response = client.get("/patients/", params, **bearer(token))
         seen += names(response)
         cursor = response.context["page"].next_cursor
         if cursor is None:
             break
-        params = {"after": cursor}
+        params = {"sort": sort, "after": cursor}
 
     assert len(seen) == 120 and len(set(seen)) == 120
-    assert seen == sorted(seen, key=lambda name: (name.split(", ")[0], name.split(", ")[1]))
+    if sort == "name":
+        assert seen == sorted(seen, key=lambda name: (name.split(", ")[0], name.split(", ")[1]))
 
 
 def test_a_tampered_cursor_falls_back_to_the_first_page(client, mint, org_a, clinic_a):
@@ -96,18 +111,63 @@ def test_a_tampered_cursor_falls_back_to_the_first_page(client, mint, org_a, cli
     assert names(response)[0] == "Intl, Dan"
 
 
+def book(organization, contact, starts_at, **fields):
+    with bind_organization(organization):
+        Appointment.objects.create(organization=organization, contact=contact, starts_at=starts_at,
+                                   cliniko_appointment_id=next(APPOINTMENT_IDS), **fields)
+        active_patients_refresh(organization=organization)
+
+
 def test_filters_archived_and_inactive(client, mint, org_a, clinic_a):
+    ava, ben = clinic_a[0], clinic_a[1]
+    book(org_a, ava, timezone.now() + timedelta(days=7))  # Ava is active: she is booked
+    book(org_a, ben, timezone.now() - timedelta(days=400))  # Ben was seen, long ago: inactive
     with bind_organization(org_a):
         Contact.objects.filter(last_name="Ng").update(archived_at="2025-01-01T00:00:00Z")
     token = mint(org_a)
 
     archived = client.get("/patients/", {"status": "archived"}, **bearer(token))
     current = client.get("/patients/", {"status": "current"}, **bearer(token))
+    active = client.get("/patients/", {"status": "active"}, **bearer(token))
     inactive = client.get("/patients/", {"status": "inactive"}, **bearer(token))
 
     assert names(archived) == ["Ng, Cleo"]
-    assert "Ng, Cleo" not in names(current)
-    assert names(inactive) == names(current)  # nobody has appointments
+    assert names(current) == ["Intl, Dan", "Smith, Ava", "Smithers, Ben", "Ó Briain, Zoë"]
+    assert names(active) == ["Smith, Ava"]
+    assert names(inactive) == ["Intl, Dan", "Smithers, Ben", "Ó Briain, Zoë"]
+
+
+def test_filters_no_upcoming_and_not_seen_for_n_days(client, mint, org_a, clinic_a):
+    ava, ben, cleo = clinic_a[0], clinic_a[1], clinic_a[2]
+    book(org_a, ava, timezone.now() + timedelta(days=7))
+    book(org_a, ben, timezone.now() - timedelta(days=10))
+    book(org_a, cleo, timezone.now() - timedelta(days=200))
+    token = mint(org_a)
+
+    no_upcoming = client.get("/patients/", {"status": "no_upcoming"}, **bearer(token))
+    not_seen_30 = client.get("/patients/", {"status": "not_seen", "days": "30"}, **bearer(token))
+    not_seen_5 = client.get("/patients/", {"status": "not_seen", "days": "5"}, **bearer(token))
+
+    assert names(no_upcoming) == ["Intl, Dan", "Ng, Cleo", "Smithers, Ben", "Ó Briain, Zoë"]
+    # Never seen counts as not seen; Ava's only appointment is ahead of her.
+    assert names(not_seen_30) == ["Intl, Dan", "Ng, Cleo", "Smith, Ava", "Ó Briain, Zoë"]
+    assert names(not_seen_5) == ["Intl, Dan", "Ng, Cleo", "Smith, Ava", "Smithers, Ben", "Ó Briain, Zoë"]
+
+
+def test_sorts_by_last_seen_and_recently_added(client, mint, org_a, clinic_a):
+    ava, cleo = clinic_a[0], clinic_a[2]
+    book(org_a, cleo, timezone.now() - timedelta(days=3))
+    book(org_a, ava, timezone.now() - timedelta(days=30))
+    with bind_organization(org_a):
+        for age, contact in enumerate(clinic_a):  # the last created is the most recent
+            Contact.objects.filter(pk=contact.pk).update(created_at=timezone.now() - timedelta(days=10 - age))
+    token = mint(org_a)
+
+    last_seen = names(client.get("/patients/", {"sort": "last_seen"}, **bearer(token)))
+    recent = names(client.get("/patients/", {"sort": "recent"}, **bearer(token)))
+
+    assert last_seen[:2] == ["Ng, Cleo", "Smith, Ava"] and len(last_seen) == 5
+    assert recent == ["Intl, Dan", "Ó Briain, Zoë", "Ng, Cleo", "Smithers, Ben", "Smith, Ava"]
 
 
 def test_search_never_returns_another_clinics_patients(client, mint, org_a, org_b, clinic_a, clinic_b):
