@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import redis
 import requests
+from django.conf import settings
 
 from patients.clients.cliniko import (
     ClinikoClient,
@@ -312,7 +313,7 @@ def test_absolute_urls_on_another_host_are_refused_before_sending_the_key(stub, 
 def test_for_key_paces_through_a_redis_bucket_named_by_a_hash_of_the_key(stub, recorder):
     api_key = f"{uuid.uuid4().hex}-au2"
     stub.api_keys = frozenset([api_key])
-    redis_client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    redis_client = redis.Redis.from_url(settings.REDIS_URL)  # the configured Redis; the bucket name is unique
     bucket = cliniko_ratelimit_key(api_key)
     try:
         client = ClinikoClient.for_key(api_key, redis_client=redis_client, contact_email=EMAIL,

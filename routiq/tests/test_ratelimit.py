@@ -1,13 +1,12 @@
-"""RedisRateLimiter against a real Redis (db 15), with a fake clock and sleep."""
+"""RedisRateLimiter against the configured Redis (REDIS_URL; keys under a unique prefix), with a fake clock."""
 
 import uuid
 
 import pytest
 import redis
+from django.conf import settings
 
 from routiq.ratelimit import RedisRateLimiter
-
-REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 class FakeTime:
@@ -25,7 +24,7 @@ class FakeTime:
 
 @pytest.fixture
 def redis_client():
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(settings.REDIS_URL)
     prefix = f"test:ratelimit:{uuid.uuid4().hex}"
     client.test_prefix = prefix
     yield client
@@ -99,7 +98,7 @@ def test_bucket_key_expires_when_idle(redis_client, clock):
 
 
 def test_default_burst_is_small():
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(settings.REDIS_URL)
     try:
         assert RedisRateLimiter(client, "unused", rate_per_minute=200).burst == 10
         assert RedisRateLimiter(client, "unused", rate_per_minute=10).burst == 1
