@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.test import TransactionTestCase
 
 from tenants.rls.binding import PLATFORM_ALIAS
 from tenants.rls.roles import grant_app_privileges, grant_platform_privileges
@@ -24,11 +25,33 @@ ORGANIZATIONS = {
 }
 
 
-@pytest.fixture(scope="session")
-def django_db_setup(django_db_setup, django_db_blocker):
+def create_session_organizations() -> None:
     from tenants.models import Organization
     from tenants.services import organization_create
 
+    for spec in ORGANIZATIONS.values():
+        if not Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).exists():
+            organization_create(**spec)
+
+
+_flush_after_transactional_test = TransactionTestCase._fixture_teardown
+
+
+def _fixture_teardown(self):
+    """Transactional tests (and live_server) commit, so pytest-django flushes after each one. The flush runs
+    as the owner (our backend drops the organizations' schemas and empties the audit log by its break-glass),
+    then the session's organizations are created again for the tests that follow."""
+    with connection.cursor() as cursor:
+        cursor.execute("RESET ROLE")  # SET ROLE outside a transaction outlives the test
+    _flush_after_transactional_test(self)
+    create_session_organizations()
+
+
+TransactionTestCase._fixture_teardown = _fixture_teardown
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         # pytest-django builds a test database only when a collected test is marked django_db; never seed
         # a real database because a run happened to collect none.
@@ -39,9 +62,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
             (owner,) = cursor.fetchone()
             grant_app_privileges(cursor, owner, settings.DATABASE_APP_ROLE)
             grant_platform_privileges(cursor, owner, settings.DATABASE_PLATFORM_ROLE)
-        for spec in ORGANIZATIONS.values():
-            if not Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).exists():
-                organization_create(**spec)
+        create_session_organizations()
 
 
 @pytest.fixture(autouse=True, scope="session")

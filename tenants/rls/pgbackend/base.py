@@ -16,11 +16,14 @@ from django_tenants.postgresql_backend import base as tenants_base
 from psycopg import sql
 
 from tenants.rls.binding import in_platform_access, rls_organization_setting, shares_default_connection
+from tenants.rls.pgbackend.operations import DatabaseOperations
 
 SET_ORGANIZATION_SQL = "SELECT set_config('app.current_organization', %s, false)"
 
 
 class DatabaseWrapper(tenants_base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     def __init__(self, *args, **kwargs):
         self._rls_sent: tuple[str, str] | None = None
         self._base_role: str | None = None
