@@ -9,7 +9,7 @@ class PublicSchemaMiddleware:
     """Start and end every request on the public schema with nothing bound.
 
     django-tenants keeps the selected schema on the Python connection object, so a request that forgot to
-    reset would hand its schema to the next one even with fresh connections (stack-notes P9).
+    reset would hand its schema to the next one, whatever the database connection.
     """
 
     def __init__(self, get_response):

@@ -21,7 +21,7 @@ class OrganizationOwned(models.Model):
     """Every tenant row names its organization: RLS checks it, and a move to Citus needs it."""
 
     # The FK points at the public organizations table; DO_NOTHING keeps Django's collector from querying
-    # tenant tables while in the public schema (stack-notes P18). Organizations are deactivated, not deleted.
+    # tenant tables while in the public schema, where they do not exist. Organizations are deactivated, not deleted.
     # No index of its own: in an organization's schema every row has the same organization_id, so such an
     # index only costs writes; the composite indexes below lead with it where a query needs it.
     organization = models.ForeignKey(
