@@ -1,12 +1,21 @@
-"""Cliniko JSON records -> column values. A record that cannot be read raises MalformedRecord, which fails
-the whole page (its transaction rolls back, so a sync is never half-written) and the run is retried."""
+"""Cliniko JSON records -> column values.
+
+A record that cannot be read (no id, an unparseable timestamp, a field of the wrong type) raises
+MalformedRecord; the sync skips that one record, logs and counts it, and writes the rest of its page. Text is
+cleaned of what PostgreSQL cannot store (NUL; lone surrogates, which JSON's \\u escapes can produce), so one
+odd name never stops a sync.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
 import phonenumbers
+
+SMALLINT = range(-(2**15), 2**15)
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # NUL is refused by PostgreSQL text; a lone surrogate by UTF-8
 
 
 class MalformedRecord(ValueError):
@@ -50,12 +59,30 @@ def day(value) -> date | None:
 
 
 def text(value, limit: int) -> str:
-    return "" if value is None else str(value)[:limit]
+    if value is None:
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise MalformedRecord(f"text field is {type(value).__name__}")
+    return clean_text(str(value))[:limit]
+
+
+def small_int(value) -> int | None:
+    """A code for a smallint column; anything else is no code (not worth skipping the record for)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value in SMALLINT else None
+
+
+def clean_text(value: str) -> str:
+    """Drop NULs; a lone surrogate becomes U+FFFD (the replacement character), as a UTF-8 decoder would."""
+    return UNSTORABLE.sub(lambda match: "" if match[0] == "\x00" else "\ufffd", value)
 
 
 def linked_id(record: dict, relation: str) -> int | None:
     """The id at the end of ``record[relation].links.self`` (Cliniko links relations, it does not embed them)."""
-    link = (((record.get(relation) or {}).get("links") or {}).get("self")) or ""
+    related = record.get(relation)
+    links = related.get("links") if isinstance(related, dict) else None
+    link = links.get("self") if isinstance(links, dict) else None
+    if not isinstance(link, str):
+        return None
     tail = link.rstrip("/").rsplit("/", 1)[-1]
     return cliniko_id(tail) if tail.isdigit() else None
 
@@ -73,7 +100,8 @@ def e164(raw: str, region: str) -> str | None:
 
 
 def preferred_phone(record: dict) -> str:
-    numbers = [n for n in record.get("patient_phone_numbers") or [] if isinstance(n, dict) and n.get("number")]
+    listed = record.get("patient_phone_numbers")
+    numbers = [n for n in listed if isinstance(n, dict) and n.get("number")] if isinstance(listed, list) else []
     mobile = next((n for n in numbers if str(n.get("phone_type", "")).lower() == "mobile"), None)
     chosen = mobile or (numbers[0] if numbers else None)
     return text(chosen["number"], 64) if chosen else ""
@@ -130,14 +158,13 @@ class AppointmentRow:
 def appointment_row(record: dict) -> AppointmentRow:
     if "id" not in record:
         raise MalformedRecord("appointment without id")
-    reason = record.get("cancellation_reason")
     return AppointmentRow(
         cliniko_id=cliniko_id(record["id"]),
         patient_id=linked_id(record, "patient"),
         starts_at=timestamp(record.get("starts_at"), required=True),
         ends_at=timestamp(record.get("ends_at")),
         cancelled_at=timestamp(record.get("cancelled_at")),
-        cancellation_reason=reason if isinstance(reason, int) and not isinstance(reason, bool) else None,
+        cancellation_reason=small_int(record.get("cancellation_reason")),
         did_not_arrive=bool(record.get("did_not_arrive")),
         patient_arrived=bool(record.get("patient_arrived")),
         notes=text(record.get("notes"), 2000),

@@ -21,7 +21,17 @@ from django.utils import timezone
 
 from patients import services
 from patients.clients.cliniko import ClinikoClient, ClinikoPage
-from patients.cliniko_records import appointment_row, patient_row, timestamp, tombstone
+from patients.cliniko_records import (
+    AppointmentRow,
+    MalformedRecord,
+    PatientRow,
+    Tombstone,
+    appointment_row,
+    cliniko_id,
+    patient_row,
+    timestamp,
+    tombstone,
+)
 from routiq.http import VendorError
 from tenants.models import Organization, SyncCheckpoint, SyncLog, SyncStatus
 from tenants.rls.binding import require_organization_id
@@ -37,44 +47,54 @@ class SyncAlreadyRunning(RuntimeError):
 @dataclass(frozen=True)
 class Stream:
     endpoint: str
-    apply: Callable[[Organization, list[dict]], services.WriteCounts]
+    read: Callable[[dict, Organization], object]  # one vendor record -> one row; raises MalformedRecord
+    write: Callable[[Organization, list], services.WriteCounts]  # one page of rows, one statement
 
 
-def apply_patients(organization: Organization, records: list[dict]) -> services.WriteCounts:
-    rows = [patient_row(record, organization.country) for record in records]
+def read_patient(record: dict, organization: Organization) -> PatientRow:
+    return patient_row(record, organization.country)
+
+
+def read_appointment(record: dict, organization: Organization) -> AppointmentRow:
+    return appointment_row(record)
+
+
+def read_tombstone(record: dict, organization: Organization) -> Tombstone:
+    return tombstone(record)
+
+
+def write_patients(organization: Organization, rows: list[PatientRow]) -> services.WriteCounts:
     counts = services.contacts_upsert_from_cliniko(organization=organization, rows=rows)
     services.active_patients_refresh(organization=organization, contact_ids=counts.contact_ids)
     return counts
 
 
-def apply_patient_tombstones(organization: Organization, records: list[dict]) -> services.WriteCounts:
-    return services.contacts_mark_deleted(organization=organization, tombstones=[tombstone(r) for r in records])
+def write_patient_tombstones(organization: Organization, rows: list[Tombstone]) -> services.WriteCounts:
+    return services.contacts_mark_deleted(organization=organization, tombstones=rows)
 
 
-def apply_appointments(organization: Organization, records: list[dict]) -> services.WriteCounts:
-    counts = services.appointments_upsert_from_cliniko(
-        organization=organization, rows=[appointment_row(record) for record in records]
-    )
+def write_appointments(organization: Organization, rows: list[AppointmentRow]) -> services.WriteCounts:
+    counts = services.appointments_upsert_from_cliniko(organization=organization, rows=rows)
     services.active_patients_refresh(organization=organization, contact_ids=counts.contact_ids)
     return counts
 
 
-def apply_appointment_tombstones(organization: Organization, records: list[dict]) -> services.WriteCounts:
-    counts = services.appointments_mark_deleted(organization=organization, tombstones=[tombstone(r) for r in records])
+def write_appointment_tombstones(organization: Organization, rows: list[Tombstone]) -> services.WriteCounts:
+    counts = services.appointments_mark_deleted(organization=organization, tombstones=rows)
     services.active_patients_refresh(organization=organization, contact_ids=counts.contact_ids)
     return counts
 
 
 RESOURCES: dict[str, list[Stream]] = {
     "patients": [
-        Stream("patients", apply_patients),
-        Stream("patients/archived", apply_patients),
-        Stream("patients/deleted", apply_patient_tombstones),
+        Stream("patients", read_patient, write_patients),
+        Stream("patients/archived", read_patient, write_patients),
+        Stream("patients/deleted", read_tombstone, write_patient_tombstones),
     ],
     "appointments": [
-        Stream("individual_appointments", apply_appointments),
-        Stream("individual_appointments/cancelled", apply_appointments),
-        Stream("individual_appointments/deleted", apply_appointment_tombstones),
+        Stream("individual_appointments", read_appointment, write_appointments),
+        Stream("individual_appointments/cancelled", read_appointment, write_appointments),
+        Stream("individual_appointments/deleted", read_tombstone, write_appointment_tombstones),
     ],
 }
 
@@ -105,7 +125,7 @@ def sync_cliniko(
             for stream in streams:
                 sync_stream(organization, stream, client, log, full=full, on_page=on_page)
         except (VendorError, ValueError) as exc:
-            # ValueError: a malformed record (cliniko_records.MalformedRecord); its page rolled back.
+            # A bad record does not get here (read_page skips it); a ValueError here is a bad argument or a bug.
             finish(log, SyncStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
             logger.warning("cliniko sync failed organization_id=%s resource=%s error=%s",
                            organization.pk, resource, exc)
@@ -114,9 +134,9 @@ def sync_cliniko(
             finish(log, SyncStatus.FAILED, error="interrupted")
             raise
         finish(log, SyncStatus.SUCCEEDED)
-        logger.info("cliniko sync done organization_id=%s resource=%s fetched=%s created=%s updated=%s archived=%s",
-                    organization.pk, resource, log.fetched_count, log.created_count, log.updated_count,
-                    log.archived_count)
+        logger.info("cliniko sync done organization_id=%s resource=%s fetched=%s created=%s updated=%s archived=%s "
+                    "skipped=%s", organization.pk, resource, log.fetched_count, log.created_count,
+                    log.updated_count, log.archived_count, log.failed_count)
         return log
 
 
@@ -128,21 +148,53 @@ def sync_stream(organization, stream: Stream, client: ClinikoClient, log: SyncLo
     if checkpoint.high_water_mark is not None and not full:
         since = checkpoint.high_water_mark - timedelta(seconds=settings.SYNC_OVERLAP_SECONDS)
     for page in client.pages(stream.endpoint, updated_after=since, inclusive=True):
+        rows = read_page(organization, stream, page.records)
         with transaction.atomic():
-            counts = stream.apply(organization, page.records)
+            counts = stream.write(organization, rows)
             advance(checkpoint, page)
             log.fetched_count += len(page.records)
             log.created_count += counts.created
             log.updated_count += counts.updated
             log.archived_count += counts.archived
-            log.save(update_fields=["fetched_count", "created_count", "updated_count", "archived_count"])
+            log.failed_count += len(page.records) - len(rows)
+            log.save(update_fields=["fetched_count", "created_count", "updated_count", "archived_count",
+                                    "failed_count"])
         if on_page is not None:
             on_page(PageProgress(stream.endpoint, len(page.records), page.total_entries))
 
 
+def read_page(organization: Organization, stream: Stream, records: list[dict]) -> list:
+    """The rows of a page's readable records. One bad record is logged (its id and what is wrong with it,
+    never its contents) and skipped, and the rest of the page is written: otherwise it would fail every run
+    of the sync, for good, until someone fixed it in Cliniko."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(stream.read(record, organization))
+        except MalformedRecord as exc:
+            logger.warning("cliniko record skipped organization_id=%s stream=%s cliniko_id=%s reason=%s",
+                           organization.pk, stream.endpoint, record_id(record), exc)
+    return rows
+
+
+def record_id(record: dict) -> str:
+    try:
+        return str(cliniko_id(record.get("id")))
+    except MalformedRecord:
+        return "unreadable"
+
+
+def record_mark(record: dict):
+    try:
+        return timestamp(record.get("updated_at") or record.get("deleted_at"))
+    except MalformedRecord:
+        return None
+
+
 def advance(checkpoint: SyncCheckpoint, page: ClinikoPage) -> None:
-    marks = [timestamp(record.get("updated_at") or record.get("deleted_at")) for record in page.records]
-    newest = max((mark for mark in marks if mark is not None), default=None)
+    """Move the high-water mark to the newest timestamp of the page, skipped records included: the page
+    is done with, and re-reading a record that cannot be read would only skip it again."""
+    newest = max((mark for mark in map(record_mark, page.records) if mark is not None), default=None)
     if newest is not None and (checkpoint.high_water_mark is None or newest > checkpoint.high_water_mark):
         checkpoint.high_water_mark = newest
         checkpoint.save(update_fields=["high_water_mark", "updated_at"])

@@ -275,3 +275,82 @@ def test_the_job_raises_on_a_malformed_page_so_rq_retries_it(org_a, cliniko, cli
         assert SyncLog.objects.get().status == SyncStatus.FAILED
         assert Contact.objects.count() == 0
     assert sync_job(str(org_a.pk), "patients").startswith("succeeded")  # the retry
+
+
+def test_poison_records_are_skipped_and_counted_and_the_rest_lands(org_a, cliniko, cliniko_client, caplog):
+    cliniko.seed(patients=130, appointments_per_patient=0, seed=13)  # two pages of live patients
+    oldest = min(cliniko.all_patients(), key=lambda p: (p["updated_at"], int(p["id"])))  # on the first page
+    cliniko.serve_raw(oldest["id"], created_at="last Tuesday")  # unparseable date
+    nul = cliniko.add_patient(first_name="Ann\x00a", last_name="Nul")
+    surrogate = cliniko.add_patient(first_name="Bad\ud800", last_name="Surrogate")
+    no_id = cliniko.add_patient(first_name="No", last_name="Id")
+    cliniko.serve_raw(no_id["id"], drop=["id"])
+    wrong_type = cliniko.add_patient(first_name="Wrong", last_name="Type")
+    cliniko.serve_raw(wrong_type["id"], last_name={"family": "Type"})
+    skipped = {int(p["id"]) for p in (oldest, no_id, wrong_type)}
+    served = {int(p["id"]) for p in cliniko.all_patients() if "id" in p} | {int(no_id["id"])}
+
+    log = run(org_a, cliniko_client)
+
+    assert (log.status, log.failed_count, log.fetched_count) == (SyncStatus.SUCCEEDED, 3, len(served))
+    local = synced_patients(org_a)
+    assert set(local) == served - skipped
+    assert local[int(nul["id"])].first_name == "Anna"  # PostgreSQL cannot store a NUL
+    assert local[int(surrogate["id"])].first_name == "Bad\ufffd"  # nor a lone surrogate (invalid UTF-8)
+    warnings = [r.getMessage() for r in caplog.records if "cliniko record skipped" in r.getMessage()]
+    assert len(warnings) == 3 and f"cliniko_id={oldest['id']}" in warnings[0]
+    assert not any("Wrong" in w or "Type" in w for w in warnings)  # ids and reasons, never contents
+    with bind_organization(org_a):
+        mark = SyncCheckpoint.objects.get(stream="patients").high_water_mark
+    assert mark == max(parse(p["updated_at"].replace("Z", "+00:00")) for p in cliniko.all_patients()
+                       if not p["archived_at"])
+
+
+def test_a_run_after_poison_records_succeeds_and_moves_on(org_a, cliniko, cliniko_client):
+    good = cliniko.add_patient(first_name="Good", last_name="Record")
+    bad = cliniko.add_patient(first_name="Bad", last_name="Record")
+    cliniko.serve_raw(bad["id"], updated_at=17)
+    first = run(org_a, cliniko_client)
+    again = run(org_a, cliniko_client)  # the overlap below the mark re-reads it: skipped again, not failed
+    cliniko.advance(minutes=30)
+    newcomer = cliniko.add_patient(first_name="Nova", last_name="Later")
+    moved_on = run(org_a, cliniko_client)  # the mark moves past the bad record...
+
+    after = run(org_a, cliniko_client)  # ...which is not read again
+
+    assert [(log.status, log.failed_count) for log in (first, again, moved_on, after)] == [
+        (SyncStatus.SUCCEEDED, 1), (SyncStatus.SUCCEEDED, 1), (SyncStatus.SUCCEEDED, 1), (SyncStatus.SUCCEEDED, 0)]
+    assert set(synced_patients(org_a)) == {int(good["id"]), int(newcomer["id"])}
+
+
+def test_a_poison_appointment_is_skipped_and_an_impossible_reason_code_dropped(org_a, cliniko, cliniko_client):
+    from django.utils import timezone
+
+    patient = cliniko.add_patient(first_name="Appo", last_name="Intment")
+    now = timezone.now().replace(microsecond=0)
+    kept = cliniko.add_appointment(patient["id"], now - timedelta(days=3))
+    cliniko.cancel_appointment(kept["id"], reason=70000)  # does not fit the smallint column
+    broken = cliniko.add_appointment(patient["id"], now - timedelta(days=2))
+    cliniko.serve_raw(broken["id"], starts_at=None)
+    run(org_a, cliniko_client, "patients")
+
+    log = run(org_a, cliniko_client, "appointments")
+
+    assert (log.status, log.failed_count) == (SyncStatus.SUCCEEDED, 1)
+    with bind_organization(org_a):
+        appointment = Appointment.objects.get()
+    assert appointment.cliniko_appointment_id == int(kept["id"]) and appointment.cancellation_reason is None
+
+
+def test_the_integrations_page_shows_skipped_records(client, mint, org_a, cliniko, cliniko_credential):
+    from routiq.testing.clerk_fixtures import bearer
+
+    cliniko.add_patient(first_name="Fine", last_name="Patient")
+    broken = cliniko.add_patient(first_name="Broken", last_name="Patient")
+    cliniko.serve_raw(broken["id"], id="not-a-number")
+    assert sync_job(str(org_a.pk), "patients").startswith("succeeded")
+
+    page = client.get("/settings/integrations/", **bearer(mint(org_a, role="admin"))).content.decode()
+
+    assert '<th scope="col">Skipped</th><th scope="col">Error</th>' in page
+    assert "<td>1</td><td>—</td></tr>" in page

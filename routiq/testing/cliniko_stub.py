@@ -175,6 +175,7 @@ class ClinikoStub:
         self._appointments: dict[int, dict] = {}
         self._id_counter = 0
         self._faults: list[_Fault] = []
+        self._raw: dict[int, tuple[dict[str, Any], frozenset[str]]] = {}  # record id -> (served values, dropped keys)
         self._windows: dict[str, tuple[float, int]] = {}  # api key -> (window start, count)
         self._stopping = threading.Event()  # cuts "delay" faults short on stop()
         # Bind now so base_url (used in every link) is known before start().
@@ -294,6 +295,12 @@ class ClinikoStub:
     def delete_appointment(self, appointment_id: int | str) -> dict:
         return self.update_appointment(appointment_id, deleted_at=self._now())
 
+    def serve_raw(self, record_id: int | str, *, drop: Iterable[str] = (), **fields: Any) -> None:
+        """Serve this record with these JSON values (any type, unchecked) and without the ``drop`` keys, as a
+        corrupted Cliniko record would arrive; filters and sorting still use its real values."""
+        with self._lock:
+            self._raw[int(record_id)] = (fields, frozenset(drop))
+
     def all_patients(self, include_deleted: bool = False) -> list[dict]:
         """Live + archived patients (API form, id order), to compare a synced DB against."""
         with self._lock:
@@ -332,6 +339,13 @@ class ClinikoStub:
             return self._public(rec)
 
     def _public(self, rec: dict, tombstone: bool = False) -> dict:
+        out = self._public_form(rec, tombstone)
+        if rec["id"] in self._raw:
+            fields, drop = self._raw[rec["id"]]
+            out = {key: value for key, value in {**out, **fields}.items() if key not in drop}
+        return out
+
+    def _public_form(self, rec: dict, tombstone: bool = False) -> dict:
         kind = "individual_appointments" if "starts_at" in rec else "patients"
         rid, base = rec["id"], self.base_url
         out: dict[str, Any] = {"id": str(rid) if self.ids_as_strings else rid}

@@ -58,5 +58,5 @@ class Command(BaseCommand):
                 raise CommandError(f"{resource} sync failed: {exc}") from exc
         self.stdout.write(self.style.SUCCESS(
             f"{resource}: fetched {log.fetched_count}, created {log.created_count}, updated {log.updated_count}, "
-            f"archived/cancelled/deleted {log.archived_count}"
+            f"archived/cancelled/deleted {log.archived_count}, skipped {log.failed_count} unreadable"
         ))
