@@ -291,3 +291,78 @@ def test_base_template_loads_clerks_script_only_when_configured(client, mint, or
     assert b"clerk.browser.js" not in without.content
     assert b'data-clerk-publishable-key="pk_test_x"' in with_clerk.content
     assert b"https://clerk.example.com/npm/@clerk/clerk-js@5/dist/clerk.browser.js" in with_clerk.content
+
+
+# --- sessions that outlive Clerk ------------------------------------------------------------------------
+
+def test_a_session_ends_at_its_absolute_lifetime_however_active(client, mint, org_a, patients, settings):
+    assert browser_get(client, mint(org_a)).status_code == 200
+    session = client.session
+    session["routiq_started"] = (timezone.now() - timedelta(seconds=settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS + 1)
+                                 ).isoformat()
+    session["routiq_last_seen"] = timezone.now().isoformat()  # active a moment ago
+    session.save()
+
+    response = client.get("/patients/")
+
+    assert response.status_code == 401
+    assert b"session-expired" in response.content
+
+
+def test_the_session_expiry_is_fixed_at_sign_in_and_does_not_slide(client, mint, org_a, patients, settings):
+    from django.contrib.sessions.models import Session
+
+    assert browser_get(client, mint(org_a)).status_code == 200
+    key = client.session.session_key
+    expires = Session.objects.get(session_key=key).expire_date
+    session = client.session
+    session["routiq_last_seen"] = (timezone.now() - timedelta(seconds=120)).isoformat()  # due a touch
+    session.save()
+
+    assert client.get("/patients/").status_code == 200
+
+    assert Session.objects.get(session_key=key).expire_date == expires
+    started = datetime.fromisoformat(client.session["routiq_started"])
+    assert abs((expires - started).total_seconds() - settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS) < 1
+
+
+def test_sign_out_ends_the_clerk_session_here_and_sends_the_browser_to_sign_out_of_clerk(
+    client, mint, org_a, patients, settings
+):
+    settings.CLERK_PUBLISHABLE_KEY, settings.CLERK_FRONTEND_API_URL = "pk_test_x", "https://clerk.example.com"
+    settings.CLERK_SIGN_IN_URL = "https://accounts.example.com/sign-in"
+    assert browser_get(client, mint(org_a, session_id="sess_signout")).status_code == 200
+
+    signed_out = client.post("/sign-out/")
+    landing = client.get(signed_out["Location"])
+
+    assert signed_out.status_code == 302 and signed_out["Location"] == "/sign-in/?signed-out=1"
+    assert b"data-clerk-sign-out" in landing.content and b"js/clerk-sign-out.js" in landing.content
+    # Clerk's hosted sign-in comes back to the plain sign-in page, not to the one that signs out again.
+    assert b"signed-out" not in landing.content.split(b"redirect_url=")[1].split(b'"')[0]
+    # Until Clerk's script has signed the browser out, it may still send a fresh token of that Clerk session.
+    assert browser_get(client, mint(org_a, session_id="sess_signout")).status_code == 401
+    assert browser_get(client, mint(org_a, session_id="sess_signed_in_again")).status_code == 200
+
+
+def test_the_sign_out_script_is_static_and_calls_clerks_sign_out():
+    from django.conf import settings
+
+    script = (settings.BASE_DIR / "static" / "js" / "clerk-sign-out.js").read_text()
+    assert "signOut(" in script and "data-clerk-sign-out" in script
+
+
+# --- unaudited writes -----------------------------------------------------------------------------------
+
+def test_memberships_created_or_changed_at_sign_in_are_audited(client, mint, org_a):
+    client.get("/patients/", **bearer(mint(org_a, user_id="user_jit_audit", role="member")))
+    client.get("/patients/", **bearer(mint(org_a, user_id="user_jit_audit", role="admin",
+                                           issued_at=datetime.now(UTC) + timedelta(seconds=1))))
+
+    with bind_organization(org_a):
+        rows = list(AuditLog.objects.filter(object_type="membership", changes__user="user_jit_audit")
+                    .order_by("id").values_list("action", "actor__clerk_user_id", "changes"))
+    assert [(action, actor) for action, actor, _ in rows] == [
+        ("membership.created", "user_jit_audit"), ("membership.updated", "user_jit_audit")
+    ]
+    assert rows[1][2]["after"]["role"] == "admin"

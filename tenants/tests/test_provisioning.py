@@ -51,3 +51,26 @@ def test_duplicate_clerk_id_is_refused_without_side_effects(org_a):
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_organization", name="Again", clerk_org_id=org_a.clerk_org_id)
     assert Organization.objects.filter(clerk_org_id=org_a.clerk_org_id).count() == 1
+
+
+def test_provisioning_waits_for_another_worker_provisioning_the_same_organization():
+    """A second worker on the same organization's job waits on the per-organization lock (here: times out)."""
+    import psycopg
+    from django.db import OperationalError, transaction
+
+    from tenants.jobs import provision_organization
+
+    params = connection.get_connection_params()
+    other_worker = psycopg.connect(**{k: v for k, v in params.items() if k not in ("cursor_factory", "context")},
+                                   autocommit=True)
+    try:
+        other_worker.execute("SELECT pg_advisory_lock(hashtext('tenants.provision'), hashtext('org_test_locked'))")
+        with pytest.raises(OperationalError, match="lock timeout"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '300ms'")
+            provision_organization("org_test_locked", "Locked Clinic")
+        # Another organization is not held up by it.
+        assert provision_organization("org_test_unlocked", "Free Clinic")
+    finally:
+        other_worker.close()
+    assert not Organization.objects.filter(clerk_org_id="org_test_locked").exists()
