@@ -1,9 +1,9 @@
 """Reads of patient data. Every function takes the organization first and builds its query from it.
 
-Lists page by keyset (the sort key of the last row shown), never by OFFSET and never with a COUNT(*) over
-the table. Search goes through contact_search_terms (see patients/migrations/0004) because Row Level
-Security rules out trigram and full-text indexes; its candidate set is capped so a one-letter search costs
-the same as a precise one.
+Lists page by keyset (the sort key of the last row shown, carried encrypted: patients/cursors.py), never by
+OFFSET and never with a COUNT(*) over the table. Search goes through contact_search_terms (see
+patients/migrations/0004) because Row Level Security rules out trigram and full-text indexes; its candidate
+set is capped so a one-letter search costs the same as a precise one.
 """
 
 from __future__ import annotations
