@@ -37,6 +37,9 @@ def test_an_entry_is_enqueued_once_per_period(queue):
     assert first == ["schedule-test-entry-10"]
     assert again == []
     assert next_period == ["schedule-test-entry-11"]
+    for job_id in first + next_period:  # really on the queue, calling the entry's function
+        job = queue.fetch_job(job_id)
+        assert (job.func_name, job.get_status(), job_id in queue.job_ids) == (ENTRY.func, "queued", True)
 
 
 def test_the_configured_schedule_names_importable_jobs(settings):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
 from tenants.credentials import credential_get, credential_secret, credential_set
 from tenants.models import AuditLog, Organization, SyncLog, User
-from tenants.rls.binding import bind_organization
+from tenants.rls.binding import bind_organization, platform_access
 
 pytestmark = pytest.mark.django_db
 SECRET = "adm1n-visible-n3ver-au1"
@@ -37,7 +38,9 @@ def test_a_signed_in_non_staff_user_gets_no_admin_page(client):
 
 
 def test_anonymous_gets_the_admin_login(client):
-    assert client.get("/admin/tenants/organization/").status_code == 302
+    response = client.get("/admin/tenants/organization/")
+
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
 
 
 def test_staff_see_every_organizations_sync_logs(client, staff, logs):
@@ -52,11 +55,20 @@ def test_sync_and_audit_logs_are_not_editable(client, staff, logs, org_a):
         log = SyncLog.objects.get(organization=org_a)
         audit = AuditLog.objects.filter(organization=org_a).first()
 
-    assert client.get(f"/admin/tenants/synclog/{log.pk}/change/").status_code in (200, 403)
+    assert audit is not None
+    change_url = f"/admin/tenants/synclog/{log.pk}/change/"
+
+    view = client.get(change_url)  # staff may look (view permission) but the page offers no save
+
+    assert view.status_code == 200 and b"boom-harbour-physio" in view.content
+    assert b'name="_save"' not in view.content and b'name="_continue"' not in view.content
+    assert client.post(change_url, {"error": "edited", "status": "succeeded"}).status_code == 403
+    assert client.post(f"/admin/tenants/auditlog/{audit.pk}/change/", {"action": "edited"}).status_code == 403
     assert client.post(f"/admin/tenants/synclog/{log.pk}/delete/", {"post": "yes"}).status_code == 403
     assert client.post(f"/admin/tenants/auditlog/{audit.pk}/delete/", {"post": "yes"}).status_code == 403
     with bind_organization(org_a):
-        assert SyncLog.objects.filter(pk=log.pk).exists()
+        assert SyncLog.objects.get(pk=log.pk).error == "boom-harbour-physio"
+        assert AuditLog.objects.get(pk=audit.pk).action == audit.action
 
 
 def test_organization_list_shows_member_counts_across_organizations(client, staff, org_a, mint):
@@ -98,13 +110,22 @@ def test_credential_added_in_admin_is_encrypted_and_audited(client, staff, org_b
     assert audit.actor == staff and SECRET not in str(audit.changes)
 
 
-def test_deactivate_action_keeps_the_data_and_audits(client, staff, org_b):
+def test_deactivate_action_keeps_the_data_and_audits(client, staff, org_a, org_b, logs):
     response = client.post("/admin/tenants/organization/", {
         "action": "deactivate", "_selected_action": [str(org_b.pk)],
     })
 
     assert response.status_code == 302
     assert Organization.objects.get(pk=org_b.pk).is_active is False
+    assert Organization.objects.get(pk=org_a.pk).is_active is True  # only the selected one
+    with platform_access("test"):
+        audit = AuditLog.objects.get(action="organization.deactivated", object_id=str(org_b.pk))
+        kept_log = SyncLog.objects.filter(organization=org_b, error="boom-summit-chiro").exists()
+    assert (audit.organization_id, audit.actor_id, audit.object_type) == (org_b.pk, staff.pk, "organization")
+    assert kept_log
+    with connection.cursor() as cursor:  # the schema (the clinic's patients) is kept, never dropped
+        cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [org_b.schema_name])
+        assert cursor.fetchone()[0] == 1
 
 
 def test_database_health_page_for_staff(client, staff):
@@ -117,7 +138,9 @@ def test_database_health_page_for_staff(client, staff):
 def test_database_health_page_refuses_non_staff(client):
     client.force_login(User.objects.create_user(username="not-staff", password="x" * 16))
 
-    assert client.get("/admin/database-health/").status_code == 302
+    response = client.get("/admin/database-health/")
+
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
 
 
 def test_test_connection_admin_action_reports_the_vendors_answer(client, staff, org_a):

@@ -224,12 +224,15 @@ def test_replacing_the_secret_is_audited_as_changed_only(key, org_a):
 
 
 def test_an_unchanged_update_writes_nothing(key, org_a):
-    credential_set(organization=org_a, provider="cliniko", secret=new_secret(), base_url="https://a.example.com")
+    first = credential_set(organization=org_a, provider="cliniko", secret=new_secret(),
+                           base_url="https://a.example.com")
 
     credential_set(organization=org_a, provider="cliniko", secret=None, base_url="https://a.example.com")
 
     with bind_organization(org_a):
         assert not AuditLog.objects.filter(action="credential.updated").exists()
+        stored = ApiCredential.objects.get(pk=first.pk)
+    assert (stored.secret_ciphertext, stored.updated_at) == (first.secret_ciphertext, first.updated_at)
 
 
 @pytest.mark.parametrize(
@@ -368,6 +371,6 @@ def test_set_credential_refuses_a_new_base_url_without_the_secret(key, org_a):
 
 
 def test_set_credential_refuses_an_unknown_organization(key):
-    with pytest.raises(Exception, match="No organization"):
+    with pytest.raises(CommandError, match="No organization"):
         call_command("set_credential", "org_missing", "cliniko", secret=new_secret(), stdout=io.StringIO(),
                      stderr=io.StringIO())

@@ -29,3 +29,5 @@ def test_old_sync_logs_are_pruned_for_every_organization_and_running_ones_kept(o
     for organization in (org_a, org_b):
         with bind_organization(organization):
             assert SyncLog.objects.count() == 2
+            assert SyncLog.objects.filter(started_at=old, status=SyncStatus.RUNNING).count() == 1  # kept
+            assert not SyncLog.objects.filter(started_at=old).exclude(status=SyncStatus.RUNNING).exists()
