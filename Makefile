@@ -29,4 +29,6 @@ bench: install
 	$(PY) scripts/bench_patients.py
 
 clean:
+	-test -x $(PY) && $(PY) scripts/devservices.py down
+	-test -x $(PY) && rm -rf $$($(PY) scripts/devservices.py where)
 	rm -rf $(VENV) .devdata

@@ -225,6 +225,11 @@ CLERK_SIGN_IN_URL = env("CLERK_SIGN_IN_URL")
 CLERK_WEBHOOK_SECRET = env("CLERK_WEBHOOK_SECRET")
 SESSION_IDLE_TIMEOUT_SECONDS = int(env("SESSION_IDLE_TIMEOUT_SECONDS", "900"))
 SESSION_COOKIE_AGE = int(env("SESSION_COOKIE_AGE", str(12 * 3600)))
+# A portal session ends this long after sign-in whatever its activity (each session's expiry is fixed at
+# sign-in; it never slides). A fresh Clerk token after that opens a new session.
+SESSION_ABSOLUTE_TIMEOUT_SECONDS = int(env("SESSION_ABSOLUTE_TIMEOUT_SECONDS", str(12 * 3600)))
+# POST /webhooks/clerk/ per client IP and minute (Redis); over it: 429 with Retry-After (Svix retries).
+WEBHOOK_RATE_LIMIT_PER_MINUTE = int(env("WEBHOOK_RATE_LIMIT_PER_MINUTE", "600"))
 # The dev sign-in exists only with DEBUG on and no Clerk key configured.
 DEV_SIGN_IN_ENABLED = DEBUG and not (CLERK_JWT_KEY or CLERK_JWKS_URL)
 DEV_SIGNING_KEY_PATH = Path(env("DEV_SIGNING_KEY_PATH", str(BASE_DIR / ".devdata" / "dev-clerk-signing-key.pem")))
@@ -261,9 +266,6 @@ ROUTIQ_SCHEDULE = [
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",
      "every_seconds": 24 * 3600},
     {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
+    {"name": "session-record-pruning", "func": "tenants.maintenance_jobs.prune_session_records",
+     "every_seconds": 24 * 3600},
 ]
-# A portal session ends this long after sign-in whatever its activity (each session's expiry is fixed at
-# sign-in; it never slides). A fresh Clerk token after that opens a new session.
-SESSION_ABSOLUTE_TIMEOUT_SECONDS = int(env("SESSION_ABSOLUTE_TIMEOUT_SECONDS", str(12 * 3600)))
-# POST /webhooks/clerk/ per client IP and minute (Redis); over it: 429 with Retry-After (Svix retries).
-WEBHOOK_RATE_LIMIT_PER_MINUTE = int(env("WEBHOOK_RATE_LIMIT_PER_MINUTE", "600"))

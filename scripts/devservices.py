@@ -384,7 +384,7 @@ def _exports(env: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["up", "env", "down"])
+    parser.add_argument("command", choices=["up", "env", "down", "where"])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     args = parser.parse_args(argv)
     data_dir = args.data_dir.resolve()
@@ -398,6 +398,8 @@ def main(argv=None) -> int:
                 _log("ready; press Ctrl-C to stop")
                 while True:
                     signal.pause()
+        elif args.command == "where":  # every folder that holds this checkout's data (for `make clean`)
+            sys.stdout.write("\n".join(str(path) for path in (data_dir, _outside_home(data_dir)) if path.exists()))
         elif args.command == "env":
             rsock = _redis_paths(data_dir)[1]
             found = {

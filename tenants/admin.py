@@ -10,11 +10,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from tenants import services
-from tenants.credentials import credential_set
+from tenants.credentials import REENTER_SECRET, credential_set, validate_credential_fields
 from tenants.models import (
     ApiCredential,
     AuditLog,
@@ -146,6 +147,25 @@ class ApiCredentialForm(forms.ModelForm):
     class Meta:
         model = ApiCredential
         fields = ["organization", "provider", "base_url", "account_id"]
+
+    def clean(self):
+        """The service's rules, as form errors: a platform admin gets the same answers as a clinic admin
+        (a bad Chatwoot URL or account id, a new destination without the secret), never a 500."""
+        data = super().clean()
+        provider = data.get("provider") or self.instance.provider
+        secret = data.get("secret") or None
+        base_url, account_id = data.get("base_url") or "", data.get("account_id") or ""
+        try:
+            validate_credential_fields(provider=provider, secret=secret, base_url=base_url, account_id=account_id)
+        except ValidationError as exc:
+            for field, errors in exc.message_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        destination_changed = self.instance.pk and (base_url, account_id) != (
+            self.instance.base_url, self.instance.account_id
+        )
+        if destination_changed and secret is None:
+            self.add_error("secret", REENTER_SECRET)
+        return data
 
 
 @admin.register(ApiCredential)

@@ -42,3 +42,30 @@ def prune_sync_logs(retention_days: int | None = None) -> int:
         deleted, _ = SyncLog.objects.filter(started_at__lt=cutoff).exclude(status=SyncStatus.RUNNING).delete()
     logger.info("sync logs pruned: %s older than %s days", deleted, days)
     return deleted
+
+
+def prune_session_records() -> int:
+    """Forget portal sessions that can no longer be alive and Clerk sessions ended over a day ago. Daily.
+
+    A portal session outlives neither its absolute lifetime nor its Django session row, so its index row
+    (portal_sessions) is only clutter after either. An ended Clerk session's last tokens expire within
+    a minute of its end; a day keeps a wide margin for clock skew and late webhooks.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from tenants.models import EndedClerkSession, PortalSession
+
+    now = timezone.now()
+    lifetime_over = now - timedelta(seconds=settings.SESSION_ABSOLUTE_TIMEOUT_SECONDS)
+    live_keys = Session.objects.filter(expire_date__gt=now).values("session_key")
+    portal = (
+        PortalSession.objects.filter(created_at__lt=lifetime_over).delete()[0]
+        + PortalSession.objects.exclude(session_key__in=live_keys).delete()[0]
+    )
+    ended, _ = EndedClerkSession.objects.filter(ended_at__lt=now - timedelta(days=1)).delete()
+    logger.info("session records pruned: %s portal sessions, %s ended Clerk sessions", portal, ended)
+    return portal + ended

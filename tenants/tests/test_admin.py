@@ -110,6 +110,30 @@ def test_credential_added_in_admin_is_encrypted_and_audited(client, staff, org_b
     assert audit.actor == staff and SECRET not in str(audit.changes)
 
 
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"base_url": "https://chat.example.org", "account_id": "7"}, b"re-enter the access token"),
+        ({"base_url": "https://chat.example.com", "account_id": "../7"}, b"positive whole number"),
+        ({"base_url": "http://chat.example.com", "account_id": "7", "secret": "new-token"}, b"https"),
+    ],
+)
+def test_admin_credential_changes_follow_the_services_rules_as_form_errors(client, staff, org_a, change, error):
+    with bind_organization(org_a):
+        credential = credential_set(organization=org_a, provider="chatwoot", secret=SECRET,
+                                    base_url="https://chat.example.com", account_id="7")
+
+    response = client.post(f"/admin/tenants/apicredential/{credential.pk}/change/",
+                           {"secret": "", "base_url": "", "account_id": "", **change})
+
+    assert response.status_code == 200 and error in response.content
+    with bind_organization(org_a):
+        stored = credential_get(organization=org_a, provider="chatwoot")
+        assert (stored.base_url, stored.account_id, credential_secret(stored)) == (
+            "https://chat.example.com", "7", SECRET
+        )
+
+
 def test_deactivate_action_keeps_the_data_and_audits(client, staff, org_a, org_b, logs):
     response = client.post("/admin/tenants/organization/", {
         "action": "deactivate", "_selected_action": [str(org_b.pk)],

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -153,6 +154,12 @@ PRODUCTION_SHAPED_SCRIPT = textwrap.dedent(
 )
 
 
+def with_database(url: str, database: str) -> str:
+    """The same server and role, another database (the query may carry a socket folder: keep it)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
 def test_production_shaped_platform_connection(org_a, org_b):
     """Separate logins, as in production: the web app's own connection, and the platform connection."""
     platform_url = os.environ.get("ROUTIQ_TEST_PLATFORM_URL")
@@ -161,8 +168,8 @@ def test_production_shaped_platform_connection(org_a, org_b):
     test_database = connection.settings_dict["NAME"]
     env = {
         **os.environ,
-        "DATABASE_URL": app_url.rsplit("/", 1)[0] + "/" + test_database,
-        "DATABASE_PLATFORM_URL": platform_url.rsplit("/", 1)[0] + "/" + test_database,
+        "DATABASE_URL": with_database(app_url, test_database),
+        "DATABASE_PLATFORM_URL": with_database(platform_url, test_database),
         "DJANGO_SETTINGS_MODULE": "routiq.settings",
     }
     env.pop("TEST_DATABASE_NAME", None)
