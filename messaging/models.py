@@ -10,17 +10,33 @@ from patients.models import Contact
 from tenants.models import MESSAGING_PROVIDER_CHOICES, OrganizationOwned
 
 
+class ConversationStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    PENDING = "pending", "Pending"
+    RESOLVED = "resolved", "Resolved"
+    SNOOZED = "snoozed", "Snoozed"
+
+
 class Conversation(OrganizationOwned):
+    """A Chatwoot conversation (external_id: its per-account display id) or a ManyChat subscriber's thread
+    (external_id: the subscriber id). The counters are kept by the services that write messages, so a page
+    never counts."""
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     contact = models.ForeignKey(
         Contact, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="conversations"
     )
     provider = models.CharField(max_length=20, choices=MESSAGING_PROVIDER_CHOICES)
     external_id = models.CharField(max_length=64)
-    channel = models.CharField(max_length=50, blank=True, default="")
-    status = models.CharField(max_length=20, blank=True, default="open")
+    channel = models.CharField(max_length=50, blank=True, default="")  # e.g. Channel::Whatsapp, instagram
+    inbox_name = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(max_length=20, choices=ConversationStatus.choices, default=ConversationStatus.OPEN)
+    assignee_name = models.CharField(max_length=200, blank=True, default="")
     last_message_at = models.DateTimeField(null=True, blank=True)
+    last_message_preview = models.CharField(max_length=200, blank=True, default="")
     message_count = models.PositiveIntegerField(default=0)
+    # The first inbound message not yet followed by an outbound one (None: nothing waits for an answer).
+    unanswered_since = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -43,13 +59,19 @@ class MessageDirection(models.TextChoices):
 
 
 class Message(OrganizationOwned):
+    """One message. Private notes (Chatwoot agents' internal notes) are kept and marked; attachments are kept
+    as metadata ([{"type", "name", "url"}]), never downloaded."""
+
     id = models.BigAutoField(primary_key=True)
     conversation = models.ForeignKey(Conversation, on_delete=models.DO_NOTHING, related_name="messages")
     provider = models.CharField(max_length=20, choices=MESSAGING_PROVIDER_CHOICES)
     external_id = models.CharField(max_length=64)
     direction = models.CharField(max_length=10, choices=MessageDirection.choices)
+    private = models.BooleanField(default=False)
+    sender_name = models.CharField(max_length=200, blank=True, default="")
     content = models.TextField(blank=True, default="")
     content_type = models.CharField(max_length=30, blank=True, default="text")
+    attachments = models.JSONField(default=list, blank=True)
     sent_at = models.DateTimeField()
 
     class Meta:

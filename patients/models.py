@@ -70,6 +70,47 @@ class Contact(OrganizationOwned):
         return f"{self.first_name} {self.last_name}".strip()
 
 
+class MatchReason(models.TextChoices):
+    PHONE = "phone", "Same phone number"
+    EMAIL = "email", "Same email address"
+
+
+class ContactMatchCandidate(OrganizationOwned):
+    """A messaging contact (a lead) that could be one of several patients: never guessed, a clinic admin
+    picks one. Rows go when the lead is linked (or dismissed)."""
+
+    id = models.BigAutoField(primary_key=True)
+    lead = models.ForeignKey("Contact", on_delete=models.CASCADE, related_name="match_candidates")
+    patient = models.ForeignKey("Contact", on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=10, choices=MatchReason.choices)
+
+    class Meta:
+        db_table = "contact_match_candidates"
+        constraints = [
+            models.UniqueConstraint(fields=["lead", "patient"], name="contact_match_candidates_unique"),
+        ]
+
+
+class ContactLinkDecision(OrganizationOwned):
+    """A clinic admin's link or unlink of a messaging identity (provider + external contact id) to a
+    patient. Syncs and matching obey it, so a manual decision sticks."""
+
+    id = models.BigAutoField(primary_key=True)
+    provider = models.CharField(max_length=20)
+    external_id = models.CharField(max_length=64)
+    patient = models.ForeignKey("Contact", null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+")
+    linked = models.BooleanField()  # False: "not this patient" (unlinked), with patient naming who it is not
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, related_name="+"
+    )
+
+    class Meta:
+        db_table = "contact_link_decisions"
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "external_id"], name="contact_link_decisions_unique"),
+        ]
+
+
 class Appointment(OrganizationOwned):
     """An individual appointment from Cliniko; cancelled and did-not-arrive ones are kept."""
 

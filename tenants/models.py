@@ -247,6 +247,8 @@ class SyncCheckpoint(models.Model):
     provider = models.CharField(max_length=20, choices=Provider.choices)
     stream = models.CharField(max_length=100, help_text="e.g. patients, patients/archived")
     high_water_mark = models.DateTimeField(null=True, blank=True)
+    # For vendors that page by something other than time (Chatwoot's message ids, page numbers).
+    cursor = models.CharField(max_length=200, blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -13,7 +13,7 @@ from django.db import models
 from django.utils import timezone
 
 from messaging.models import Conversation, Message
-from patients.models import ActivePatient, Appointment, Contact
+from patients.models import ActivePatient, Appointment, Contact, ContactLinkDecision, ContactMatchCandidate
 from tenants.models import (
     ApiCredential,
     AuditLog,
@@ -55,6 +55,19 @@ def message(organization: Organization) -> Message:
     )
 
 
+def contact_match_candidate(organization: Organization) -> ContactMatchCandidate:
+    lead, patient = contact(organization), contact(organization)
+    lead.cliniko_patient_id = None
+    lead.save()
+    patient.save()
+    return ContactMatchCandidate(organization=organization, lead=lead, patient=patient, reason="phone")
+
+
+def contact_link_decision(organization: Organization) -> ContactLinkDecision:
+    return ContactLinkDecision(organization=organization, provider="chatwoot", external_id=str(next(_sequence)),
+                               linked=True)
+
+
 def organization_member(organization: Organization) -> OrganizationMember:
     user = User.objects.create(username=f"member{next(_sequence)}")
     return OrganizationMember(organization=organization, user=user)
@@ -82,6 +95,8 @@ TENANT_TABLES: dict[str, Callable[[Organization], models.Model]] = {
     "active_patients": active_patient,
     "conversations": conversation,
     "messages": message,
+    "contact_match_candidates": contact_match_candidate,
+    "contact_link_decisions": contact_link_decision,
 }
 PUBLIC_TABLES: dict[str, Callable[[Organization], models.Model]] = {
     "organization_members": organization_member,
