@@ -14,12 +14,10 @@ from datetime import date, datetime
 
 import phonenumbers
 
+from routiq.sync import MalformedRecord  # the engine skips and counts what raises it
+
 SMALLINT = range(-(2**15), 2**15)
 UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # NUL is refused by PostgreSQL text; a lone surrogate by UTF-8
-
-
-class MalformedRecord(ValueError):
-    pass
 
 
 def cliniko_id(value) -> int:

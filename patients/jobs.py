@@ -7,24 +7,30 @@ import logging
 import django_rq
 from django.conf import settings
 from django.db import transaction
-from rq import Retry, get_current_job
-from rq.job import Job, JobStatus
+from rq.job import Job
 
 from patients.clients.cliniko import ClinikoClient
 from patients.services import active_patients_refresh
-from patients.sync import RESOURCES, SyncAlreadyRunning
+from patients.sync import RESOURCES
 from patients.sync import sync_cliniko as run_cliniko_sync
-from routiq.http import VendorAuthError, VendorClientError, VendorNotFound
+from routiq.jobs import (
+    PERMANENT_ERRORS,
+    RETRY,
+    SYNC_QUEUE,
+    enqueue_once,
+    organizations_with_credential,
+    run_bound_sync,
+)
+from routiq.jobs import job_id_for as vendor_job_id
 from tenants.credentials import credential_get, credential_secret
 from tenants.models import ApiCredential, Organization
-from tenants.rls.binding import bind_organization, platform_access
+from tenants.rls.binding import bind_organization
 
 logger = logging.getLogger(__name__)
-SYNC_QUEUE = "sync"
-# Everything else that fails a run — 5xx, timeouts, 429s beyond patience, a malformed page — raises, and RQ
-# retries the job (which resumes from its checkpoint).
-PERMANENT_ERRORS = (VendorAuthError, VendorClientError, VendorNotFound)
-RETRY = Retry(max=3, interval=[60, 300, 900])
+PROVIDER = "cliniko"
+
+__all__ = ["PERMANENT_ERRORS", "RETRY", "SYNC_QUEUE", "enqueue_cliniko_sync", "enqueue_organization_sync",
+           "sync_cliniko"]
 
 
 def cliniko_client_for(credential: ApiCredential) -> ClinikoClient:
@@ -38,41 +44,25 @@ def cliniko_client_for(credential: ApiCredential) -> ClinikoClient:
 
 
 def sync_cliniko(organization_id: str, resource: str, full: bool = False) -> str:
-    organization = Organization.objects.filter(pk=organization_id).first()
-    if organization is None or not organization.is_active:
-        return "skipped: organization missing or inactive"
-    with bind_organization(organization):
-        credential = credential_get(organization=organization, provider="cliniko")
+    def run(organization: Organization, job_id: str):
+        credential = credential_get(organization=organization, provider=PROVIDER)
         if credential is None:
             return "skipped: no Cliniko credential"
-        job = get_current_job()
-        try:
-            log = run_cliniko_sync(
-                organization=organization, resource=resource, client=cliniko_client_for(credential), full=full,
-                job_id=job.id if job else "",
-            )
-        except SyncAlreadyRunning:
-            return "skipped: already running"
-        except PERMANENT_ERRORS as exc:
-            return f"failed: {exc}"  # a bad key or a refused request: retrying cannot help; the log says why
-    return f"succeeded: sync log {log.pk}"
+        return run_cliniko_sync(organization=organization, resource=resource,
+                                client=cliniko_client_for(credential), full=full, job_id=job_id)
+
+    return run_bound_sync(organization_id, run)
 
 
 def job_id_for(organization_id, resource: str) -> str:
-    return f"cliniko-{organization_id}-{resource}"
+    return vendor_job_id(PROVIDER, organization_id, resource)
 
 
 def enqueue_cliniko_sync(organization: Organization, resource: str, *, full: bool = False,
                          depends_on: Job | None = None) -> Job | None:
     """Enqueue unless the same sync is already queued or running (deterministic job id)."""
-    queue = django_rq.get_queue(SYNC_QUEUE)
-    job_id = job_id_for(organization.pk, resource)
-    existing = queue.fetch_job(job_id)
-    if existing is not None and existing.get_status() in (JobStatus.QUEUED, JobStatus.STARTED,
-                                                          JobStatus.DEFERRED, JobStatus.SCHEDULED):
-        return None
-    return queue.enqueue(sync_cliniko, str(organization.pk), resource, full, job_id=job_id, retry=RETRY,
-                         depends_on=depends_on, job_timeout=3600, result_ttl=86400, failure_ttl=7 * 86400)
+    return enqueue_once(SYNC_QUEUE, sync_cliniko, str(organization.pk), resource, full,
+                        job_id=job_id_for(organization.pk, resource), depends_on=depends_on)
 
 
 def enqueue_organization_sync(organization: Organization, *, full: bool = False) -> list[Job]:
@@ -103,15 +93,10 @@ def enqueue_full_syncs() -> int:
 
 
 def fan_out(*, full: bool) -> int:
-    with platform_access("scheduler: organizations with a Cliniko credential"):
-        organization_ids = set(
-            ApiCredential.objects.filter(provider="cliniko", organization__is_active=True).values_list(
-                "organization_id", flat=True
-            )
-        )
-    for organization in Organization.objects.filter(pk__in=organization_ids):
+    organizations = organizations_with_credential(PROVIDER)
+    for organization in organizations:
         enqueue_organization_sync(organization, full=full)
-    return len(organization_ids)
+    return len(organizations)
 
 
 def refresh_active_patients(organization_id: str) -> int:

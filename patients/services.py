@@ -5,26 +5,15 @@ trigger work) and reports which rows it inserted."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
 
 from patients.cliniko_records import AppointmentRow, PatientRow, Tombstone
+from routiq.sync import WriteCounts  # one counts type for every vendor's writes
 from tenants.models import Organization
 from tenants.rls.binding import require_organization_id
-
-
-@dataclass
-class WriteCounts:
-    created: int = 0
-    updated: int = 0
-    archived: int = 0
-    contact_ids: set[UUID] | None = None  # contacts whose appointment summary must be recomputed
-
-    def __post_init__(self):
-        self.contact_ids = set() if self.contact_ids is None else self.contact_ids
 
 
 def _bound(organization: Organization) -> str:

@@ -1,29 +1,24 @@
-"""The Cliniko sync engine: vendor pages -> set-based upserts, one committed checkpoint per page.
+"""The Cliniko sync: Cliniko's streams on the shared engine (routiq/sync.py).
 
-A resource is a few streams (the live list, the archived or cancelled list, the deleted tombstones). Each
-stream pages through Cliniko sorted by updated_at ascending from its high-water mark minus a small overlap
-(records share one-second timestamps; upserts make re-reading harmless). Each page is written and its
-checkpoint advanced in one transaction, so a killed worker resumes after its last committed page: no
-duplicate, no loss. A PostgreSQL advisory lock keeps one run per organization and resource; it dies with
-the connection of a killed worker, so the retried job can take over at once.
+A resource is a few streams (the live list, the archived or cancelled list, the deleted tombstones). What is
+Cliniko's lives here: each stream pages through Cliniko sorted by updated_at ascending from its high-water
+mark minus a small overlap (records share one-second timestamps; upserts make re-reading harmless), and
+advances the mark to the newest timestamp of each page. The engine does the rest: the lock per organization
+and resource, the checkpoint committed with its page, the sync log, skipped records.
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.utils import timezone
 
 from patients import services
 from patients.clients.cliniko import ClinikoClient, ClinikoPage
 from patients.cliniko_records import (
     AppointmentRow,
-    MalformedRecord,
     PatientRow,
     Tombstone,
     appointment_row,
@@ -32,23 +27,12 @@ from patients.cliniko_records import (
     timestamp,
     tombstone,
 )
-from routiq.http import VendorError
-from tenants.models import Organization, SyncCheckpoint, SyncLog, SyncStatus
-from tenants.rls.binding import require_organization_id
+from routiq.sync import MalformedRecord, PageProgress, Stream, SyncAlreadyRunning, WriteCounts, run_sync
+from tenants.models import Organization, SyncCheckpoint, SyncLog
 
-logger = logging.getLogger(__name__)
 PROVIDER = "cliniko"
 
-
-class SyncAlreadyRunning(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class Stream:
-    endpoint: str
-    read: Callable[[dict, Organization], object]  # one vendor record -> one row; raises MalformedRecord
-    write: Callable[[Organization, list], services.WriteCounts]  # one page of rows, one statement
+__all__ = ["RESOURCES", "PageProgress", "SyncAlreadyRunning", "cliniko_streams", "sync_cliniko"]
 
 
 def read_patient(record: dict, organization: Organization) -> PatientRow:
@@ -63,47 +47,53 @@ def read_tombstone(record: dict, organization: Organization) -> Tombstone:
     return tombstone(record)
 
 
-def write_patients(organization: Organization, rows: list[PatientRow]) -> services.WriteCounts:
+def write_patients(organization: Organization, rows: list[PatientRow]) -> WriteCounts:
     counts = services.contacts_upsert_from_cliniko(organization=organization, rows=rows)
     services.active_patients_refresh(organization=organization, contact_ids=counts.contact_ids)
     return counts
 
 
-def write_patient_tombstones(organization: Organization, rows: list[Tombstone]) -> services.WriteCounts:
+def write_patient_tombstones(organization: Organization, rows: list[Tombstone]) -> WriteCounts:
     return services.contacts_mark_deleted(organization=organization, tombstones=rows)
 
 
-def write_appointments(organization: Organization, rows: list[AppointmentRow]) -> services.WriteCounts:
+def write_appointments(organization: Organization, rows: list[AppointmentRow]) -> WriteCounts:
     counts = services.appointments_upsert_from_cliniko(organization=organization, rows=rows)
     services.active_patients_refresh(organization=organization, contact_ids=counts.contact_ids)
     return counts
 
 
-def write_appointment_tombstones(organization: Organization, rows: list[Tombstone]) -> services.WriteCounts:
+def write_appointment_tombstones(organization: Organization, rows: list[Tombstone]) -> WriteCounts:
     counts = services.appointments_mark_deleted(organization=organization, tombstones=rows)
     services.active_patients_refresh(organization=organization, contact_ids=counts.contact_ids)
     return counts
 
 
-RESOURCES: dict[str, list[Stream]] = {
-    "patients": [
-        Stream("patients", read_patient, write_patients),
-        Stream("patients/archived", read_patient, write_patients),
-        Stream("patients/deleted", read_tombstone, write_patient_tombstones),
-    ],
-    "appointments": [
-        Stream("individual_appointments", read_appointment, write_appointments),
-        Stream("individual_appointments/cancelled", read_appointment, write_appointments),
-        Stream("individual_appointments/deleted", read_tombstone, write_appointment_tombstones),
-    ],
+Reader = Callable[[dict, Organization], object]
+Writer = Callable[[Organization, list], WriteCounts]
+
+# resource -> its streams as (Cliniko endpoint = checkpoint key, read, write), run in this order.
+RESOURCES: dict[str, tuple[tuple[str, Reader, Writer], ...]] = {
+    "patients": (
+        ("patients", read_patient, write_patients),
+        ("patients/archived", read_patient, write_patients),
+        ("patients/deleted", read_tombstone, write_patient_tombstones),
+    ),
+    "appointments": (
+        ("individual_appointments", read_appointment, write_appointments),
+        ("individual_appointments/cancelled", read_appointment, write_appointments),
+        ("individual_appointments/deleted", read_tombstone, write_appointment_tombstones),
+    ),
 }
 
 
-@dataclass
-class PageProgress:
-    stream: str
-    records: int
-    total_entries: int | None
+def cliniko_streams(*, organization: Organization, resource: str, client: ClinikoClient) -> list[Stream]:
+    return [
+        Stream(name=endpoint, pages=functools.partial(pages_since_mark, client, endpoint),
+               read=functools.partial(read, organization=organization), write=write,
+               advance=advance_high_water_mark, record_id=record_id)
+        for endpoint, read, write in RESOURCES[resource]
+    ]
 
 
 def sync_cliniko(
@@ -111,70 +101,18 @@ def sync_cliniko(
     on_page: Callable[[PageProgress], None] | None = None,
 ) -> SyncLog:
     """Run one sync of ``resource`` for the bound organization. Raises VendorError after recording it."""
-    if require_organization_id() != str(organization.pk):
-        raise RuntimeError("sync_cliniko must run with its organization bound.")
-    streams = RESOURCES[resource]
-    with advisory_lock(organization, resource) as acquired:
-        if not acquired:
-            raise SyncAlreadyRunning(f"A {resource} sync is already running for {organization.pk}.")
-        close_interrupted_runs(organization, resource)
-        log = SyncLog.objects.create(
-            organization=organization, provider=PROVIDER, resource=resource, is_full=full, job_id=job_id
-        )
-        try:
-            for stream in streams:
-                sync_stream(organization, stream, client, log, full=full, on_page=on_page)
-        except (VendorError, ValueError) as exc:
-            # A bad record does not get here (read_page skips it); a ValueError here is a bad argument or a bug.
-            finish(log, SyncStatus.FAILED, error=f"{exc.__class__.__name__}: {exc}")
-            logger.warning("cliniko sync failed organization_id=%s resource=%s error=%s",
-                           organization.pk, resource, exc)
-            raise
-        except BaseException:
-            finish(log, SyncStatus.FAILED, error="interrupted")
-            raise
-        finish(log, SyncStatus.SUCCEEDED)
-        logger.info("cliniko sync done organization_id=%s resource=%s fetched=%s created=%s updated=%s archived=%s "
-                    "skipped=%s", organization.pk, resource, log.fetched_count, log.created_count,
-                    log.updated_count, log.archived_count, log.failed_count)
-        return log
+    return run_sync(organization=organization, provider=PROVIDER, resource=resource,
+                    streams=cliniko_streams(organization=organization, resource=resource, client=client),
+                    full=full, job_id=job_id, on_page=on_page)
 
 
-def sync_stream(organization, stream: Stream, client: ClinikoClient, log: SyncLog, *, full: bool, on_page) -> None:
-    checkpoint, _ = SyncCheckpoint.objects.get_or_create(
-        organization=organization, provider=PROVIDER, stream=stream.endpoint
-    )
+def pages_since_mark(client: ClinikoClient, endpoint: str, checkpoint: SyncCheckpoint, full: bool):
+    """From the high-water mark minus the overlap, inclusive: several records can share the mark's second,
+    and some of them may not have been on the last committed page."""
     since = None
     if checkpoint.high_water_mark is not None and not full:
         since = checkpoint.high_water_mark - timedelta(seconds=settings.SYNC_OVERLAP_SECONDS)
-    for page in client.pages(stream.endpoint, updated_after=since, inclusive=True):
-        rows = read_page(organization, stream, page.records)
-        with transaction.atomic():
-            counts = stream.write(organization, rows)
-            advance(checkpoint, page)
-            log.fetched_count += len(page.records)
-            log.created_count += counts.created
-            log.updated_count += counts.updated
-            log.archived_count += counts.archived
-            log.failed_count += len(page.records) - len(rows)
-            log.save(update_fields=["fetched_count", "created_count", "updated_count", "archived_count",
-                                    "failed_count"])
-        if on_page is not None:
-            on_page(PageProgress(stream.endpoint, len(page.records), page.total_entries))
-
-
-def read_page(organization: Organization, stream: Stream, records: list[dict]) -> list:
-    """The rows of a page's readable records. One bad record is logged (its id and what is wrong with it,
-    never its contents) and skipped, and the rest of the page is written: otherwise it would fail every run
-    of the sync, for good, until someone fixed it in Cliniko."""
-    rows = []
-    for record in records:
-        try:
-            rows.append(stream.read(record, organization))
-        except MalformedRecord as exc:
-            logger.warning("cliniko record skipped organization_id=%s stream=%s cliniko_id=%s reason=%s",
-                           organization.pk, stream.endpoint, record_id(record), exc)
-    return rows
+    return client.pages(endpoint, updated_after=since, inclusive=True)
 
 
 def record_id(record: dict) -> str:
@@ -191,42 +129,10 @@ def record_mark(record: dict):
         return None
 
 
-def advance(checkpoint: SyncCheckpoint, page: ClinikoPage) -> None:
+def advance_high_water_mark(checkpoint: SyncCheckpoint, page: ClinikoPage) -> None:
     """Move the high-water mark to the newest timestamp of the page, skipped records included: the page
-    is done with, and re-reading a record that cannot be read would only skip it again."""
+    is done with, and re-reading a record that cannot be read would only skip it again. Never backwards: a
+    full run re-reads from the start without losing the incremental runs' place."""
     newest = max((mark for mark in map(record_mark, page.records) if mark is not None), default=None)
     if newest is not None and (checkpoint.high_water_mark is None or newest > checkpoint.high_water_mark):
         checkpoint.high_water_mark = newest
-        checkpoint.save(update_fields=["high_water_mark", "updated_at"])
-
-
-def finish(log: SyncLog, status: str, *, error: str = "") -> None:
-    log.status, log.error, log.finished_at = status, error[:2000], timezone.now()
-    log.save(update_fields=["status", "error", "finished_at"])
-
-
-def close_interrupted_runs(organization: Organization, resource: str) -> None:
-    """Runs still marked running while we hold the lock were killed: say so in their log rows."""
-    SyncLog.objects.filter(
-        organization=organization, provider=PROVIDER, resource=resource, status=SyncStatus.RUNNING
-    ).update(status=SyncStatus.FAILED, error="interrupted (worker stopped); resumed by a later run",
-             finished_at=timezone.now())
-
-
-class advisory_lock:  # noqa: N801 - used as a context manager
-    """pg_try_advisory_lock on (organization, resource), held by this connection for the run."""
-
-    def __init__(self, organization: Organization, resource: str):
-        self.keys = (str(organization.pk), f"{PROVIDER}:{resource}")
-        self.acquired = False
-
-    def __enter__(self) -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s), hashtext(%s))", self.keys)
-            self.acquired = cursor.fetchone()[0]
-        return self.acquired
-
-    def __exit__(self, *exc_info) -> None:
-        if self.acquired and connection.connection is not None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s), hashtext(%s))", self.keys)

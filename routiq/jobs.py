@@ -1,0 +1,93 @@
+"""What every vendor's sync jobs share: deterministic job ids, bounded RQ retries, permanent vs retryable
+vendor errors, the bound run, and the scheduler's fan-out.
+
+A vendor's jobs module stays "ids in, bind, call one sync":
+
+    def sync_chatwoot(organization_id, resource, full=False):
+        return run_bound_sync(organization_id, lambda organization, job_id: ...run_sync(...)...)
+
+    enqueue_once(SYNC_QUEUE, sync_chatwoot, str(org.pk), resource, job_id=job_id_for("chatwoot", org.pk, resource))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import django_rq
+from rq import Retry, get_current_job
+from rq.job import Job, JobStatus
+
+from routiq.http import VendorAuthError, VendorClientError, VendorNotFound
+from routiq.sync import SyncAlreadyRunning
+from tenants.models import ApiCredential, Organization, SyncLog
+from tenants.rls.binding import bind_organization, platform_access
+
+logger = logging.getLogger(__name__)
+
+SYNC_QUEUE = "sync"
+# A bad key, a refused request, a missing resource: retrying cannot help, and the sync log says why.
+# Everything else that fails a run (5xx, timeouts, 429s beyond patience, a malformed page) raises, and RQ
+# retries the job, which resumes from its checkpoint.
+PERMANENT_ERRORS = (VendorAuthError, VendorClientError, VendorNotFound)
+RETRY = Retry(max=3, interval=[60, 300, 900])
+# A job with one of these statuses will run (again): enqueueing the same id would pile up a duplicate.
+PENDING = (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+
+
+def job_id_for(provider: str, organization_id: Any, resource: str) -> str:
+    """One id per (provider, organization, resource): a schedule tick cannot queue a second copy."""
+    return f"{provider}-{organization_id}-{resource}"
+
+
+def enqueue_once(queue_name: str, func: Callable, *args: Any, job_id: str, retry: Retry | None = RETRY,
+                 depends_on: Job | None = None, job_timeout: int = 3600, **options: Any) -> Job | None:
+    """Enqueue unless a job with this id is already queued, running, deferred or scheduled (then None).
+
+    Call it after commit (``transaction.on_commit``): a job must never see the transaction that queued it
+    still open, nor run for one that rolled back.
+    """
+    queue = django_rq.get_queue(queue_name)
+    existing = queue.fetch_job(job_id)
+    if existing is not None and existing.get_status() in PENDING:
+        return None
+    options.setdefault("result_ttl", 86400)
+    options.setdefault("failure_ttl", 7 * 86400)
+    return queue.enqueue(func, *args, job_id=job_id, retry=retry, depends_on=depends_on, job_timeout=job_timeout,
+                         **options)
+
+
+def run_bound_sync(organization_id: str, run: Callable[[Organization, str], SyncLog | str]) -> str:
+    """The body of a sync job: re-fetch the organization, bind it, call ``run(organization, job_id)``.
+
+    Returns the job's result text: "succeeded: sync log N", "skipped: <why>" (organization gone or inactive,
+    another run holds the lock — it will cover the same ground — or whatever ``run`` returned as a string,
+    e.g. no credential), or "failed: <error>" for a permanent vendor error, which is not retried. Other errors
+    raise so that RQ retries the job.
+    """
+    organization = Organization.objects.filter(pk=organization_id).first()
+    if organization is None or not organization.is_active:
+        return "skipped: organization missing or inactive"
+    with bind_organization(organization):
+        job = get_current_job()
+        try:
+            result = run(organization, job.id if job else "")
+        except SyncAlreadyRunning:
+            return "skipped: already running"
+        except PERMANENT_ERRORS as exc:
+            return f"failed: {exc}"
+    if isinstance(result, str):
+        return result
+    return f"succeeded: sync log {result.pk}"
+
+
+def organizations_with_credential(provider: str) -> list[Organization]:
+    """The scheduler's fan-out: every active organization with a credential for ``provider``."""
+    with platform_access(f"scheduler: organizations with a {provider} credential"):
+        organization_ids = set(
+            ApiCredential.objects.filter(provider=provider, organization__is_active=True).values_list(
+                "organization_id", flat=True
+            )
+        )
+    return list(Organization.objects.filter(pk__in=organization_ids))
