@@ -1,9 +1,14 @@
-"""POST /webhooks/clerk/: rate-limited, Svix-verified, deduplicated by svix-id, dispatched to services by type.
+"""POST /webhooks/clerk/: Svix-verified Clerk events on the shared webhook frame (routiq/webhooks.py).
 
-Answers: 400 for what is not a signed Clerk delivery (bad signature, not UTF-8); 2xx for every signed
-delivery processed, ignored, duplicate or *failed* (data that cannot be stored is recorded as a failed
-WebhookDelivery with its error and acknowledged once, since Svix would otherwise retry it for days); 409 when
-an event must wait for its organization to be provisioned (not recorded, so Svix redelivers it).
+What is Clerk's lives here: the Svix signature (svix-id, svix-timestamp, svix-signature; stale timestamps
+refused by the Svix library), the event's shape, and dispatch by type to tenants/clerk/events.py. The frame
+does the rest: rate limit, record the delivery once by svix-id, run the handler in that transaction.
+
+Answers: 400 for what is not a signed Clerk delivery (bad signature, not UTF-8, an unusable svix-id); 503
+when no secret is configured; 2xx for every signed delivery processed, ignored, duplicate or *failed* (a
+signed body that is not an event, or data that cannot be stored, is recorded as a failed WebhookDelivery
+with its error and acknowledged once, since Svix would otherwise retry it for days); 409 when an event must
+wait for its organization to be provisioned (not recorded, so Svix redelivers it).
 """
 
 from __future__ import annotations
@@ -12,34 +17,19 @@ import json
 import logging
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, transaction
-from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from routiq.throttle import throttle
+from routiq import webhooks
+from routiq.webhooks import Verified, WebhookRejected
 from tenants.clerk import events as clerk_events
-from tenants.clerk.events import MalformedEvent, RetryLater
-from tenants.models import WebhookDelivery
+from tenants.clerk.events import MalformedEvent
 
 logger = logging.getLogger(__name__)
-DELIVERY_FAILED = "failed"
-# Errors that mean "this event's data cannot be stored", as opposed to the database or Redis being down
-# (those are not caught: a 500 makes Svix retry, which is right for a transient failure).
-UNSTORABLE = (MalformedEvent, KeyError, TypeError, ValueError, DataError, IntegrityError)
+PROVIDER = "clerk"
 
-__all__ = ["MalformedEvent", "clerk_webhook", "record_delivery"]
-
-
-def record_delivery(provider: str, delivery_id: str, event_type: str) -> WebhookDelivery | None:
-    """Store the delivery id; None if it was already received. Call inside the processing transaction."""
-    try:
-        with transaction.atomic():
-            return WebhookDelivery.objects.create(provider=provider, delivery_id=delivery_id,
-                                                  event_type=event_type[:100])
-    except IntegrityError:
-        return None
+__all__ = ["MalformedEvent", "clerk_webhook"]
 
 
 def parse_event(body: str) -> tuple[str, dict]:
@@ -51,60 +41,36 @@ def parse_event(body: str) -> tuple[str, dict]:
     return event["type"], event["data"]
 
 
-@csrf_exempt
-@require_POST
-@throttle(scope="webhooks:clerk", limit_per_minute=lambda: settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
-def clerk_webhook(request):
+def verify(request) -> Verified:
     if not settings.CLERK_WEBHOOK_SECRET:
-        return JsonResponse({"error": "webhook secret not configured"}, status=503)
+        raise WebhookRejected(503, "webhook secret not configured")
     try:
         body = request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return JsonResponse({"error": "body is not UTF-8"}, status=400)
+    except UnicodeDecodeError as exc:
+        raise WebhookRejected(400, "body is not UTF-8") from exc
     headers = {name: request.headers.get(name, "") for name in ("svix-id", "svix-timestamp", "svix-signature")}
     try:
         Webhook(settings.CLERK_WEBHOOK_SECRET).verify(body, headers)
     except WebhookVerificationError as exc:
-        logger.warning("clerk webhook rejected: %s", exc)
-        return JsonResponse({"error": "invalid signature"}, status=400)
-    delivery_id = headers["svix-id"]
-    if len(delivery_id) > WebhookDelivery._meta.get_field("delivery_id").max_length or "\x00" in delivery_id:
-        return JsonResponse({"error": "invalid svix-id"}, status=400)
-
-    # svix 2.9's verify() returns None: parse the verified body ourselves.
+        raise WebhookRejected(400, "invalid signature") from exc
+    # svix 2.9's verify() returns None: parse the verified body ourselves. A signed body that is not an
+    # event is still a delivery: handle() parses it again and raises, and the frame records it as failed.
     try:
-        event_type, data = parse_event(body)
-    except ValueError as exc:  # JSONDecodeError and MalformedEvent are ValueErrors
-        return record_failure(delivery_id, "", exc)
+        event_type, _ = parse_event(body)
+    except ValueError:  # JSONDecodeError and MalformedEvent are ValueErrors
+        event_type = ""
+    return Verified(delivery_id=headers["svix-id"], event_type=event_type, payload=body)
+
+
+def handle(verified: Verified) -> bool:
+    event_type, data = parse_event(verified.payload)
     try:
-        with transaction.atomic():
-            delivery = record_delivery("clerk", delivery_id, event_type.replace("\x00", ""))
-            if delivery is None:
-                return JsonResponse({"status": "duplicate"})
-            try:
-                with transaction.atomic():
-                    handled = clerk_events.dispatch(event_type, data)
-            except UNSTORABLE as exc:
-                mark_failed(delivery, exc)
-                return JsonResponse({"status": DELIVERY_FAILED})
-    except RetryLater as exc:
-        # Rolled back with the delivery row, so the redelivery is processed afresh.
-        logger.info("clerk webhook deferred svix_id=%s: %s", delivery_id, exc)
-        return JsonResponse({"status": "retry", "reason": str(exc)}, status=409)
-    return JsonResponse({"status": "processed" if handled else "ignored"})
+        return clerk_events.dispatch(event_type, data)
+    except clerk_events.RetryLater as exc:
+        raise webhooks.RetryLater(str(exc)) from exc
 
 
-def record_failure(delivery_id: str, event_type: str, exc: Exception) -> JsonResponse:
-    with transaction.atomic():
-        delivery = record_delivery("clerk", delivery_id, event_type)
-        if delivery is None:
-            return JsonResponse({"status": "duplicate"})
-        mark_failed(delivery, exc)
-    return JsonResponse({"status": DELIVERY_FAILED})
-
-
-def mark_failed(delivery: WebhookDelivery, exc: Exception) -> None:
-    logger.error("clerk webhook failed svix_id=%s type=%s: %r", delivery.delivery_id, delivery.event_type, exc,
-                 exc_info=exc)
-    delivery.status, delivery.error = DELIVERY_FAILED, repr(exc).replace("\x00", "")[:2000]
-    delivery.save(update_fields=["status", "error"])
+@csrf_exempt
+@require_POST
+def clerk_webhook(request):
+    return webhooks.receive(request, provider=PROVIDER, verify=verify, handle=handle)
