@@ -19,7 +19,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from patients.cursors import decode_cursor, encode_cursor
-from patients.models import Appointment, Contact
+from patients.models import Contact
 from tenants.models import Organization
 
 PAGE_SIZE = 50
@@ -257,10 +257,3 @@ def patient_get(*, organization: Organization, patient_id) -> Contact:
         raise Http404("No such patient.")
     return contact
 
-
-def patient_appointments(*, organization: Organization, contact: Contact, limit: int = 200) -> list[Appointment]:
-    return list(
-        Appointment.objects.filter(organization=organization, contact=contact, deleted_at__isnull=True).order_by(
-            "-starts_at"
-        )[:limit]
-    )

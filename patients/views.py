@@ -10,8 +10,9 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from messaging import selectors as messaging_selectors
 from patients import selectors
-from patients.selectors import SORTS, STATUSES, PatientQuery
+from patients.selectors import SORTS, STATUSES, PatientQuery, clean_search
 from tenants.audit import audit_record
 from tenants.credentials import credential_get
 
@@ -88,15 +89,29 @@ def safe_cell(value: str) -> str:
 
 @require_GET
 def patient_detail(request, patient_id: str):
+    """The patient and their unified timeline: appointments and messages of every channel, newest first."""
     try:
         patient_uuid = uuid.UUID(patient_id)
     except ValueError as exc:
         raise Http404("No such patient.") from exc
-    contact = selectors.patient_get(organization=request.organization, patient_id=patient_uuid)
-    appointments = selectors.patient_appointments(organization=request.organization, contact=contact)
+    organization = request.organization
+    contact = selectors.patient_get(organization=organization, patient_id=patient_uuid)
+    now = timezone.now()
+    timeline = messaging_selectors.timeline_page(organization=organization, contact=contact,
+                                                 kind=request.GET.get("kind", "all"),
+                                                 after=request.GET.get("after"), now=now)
     audit_record(
-        action="patient.viewed", organization=request.organization, actor=request.user, object_type="contact",
+        action="patient.viewed", organization=organization, actor=request.user, object_type="contact",
         object_id=contact.pk, request=request,
     )
-    return render(request, "patients/detail.html", {"patient": contact, "appointments": appointments,
-                                                    "now": timezone.now()})
+    context = {"patient": contact, "timeline": timeline, "kinds": messaging_selectors.TIMELINE_KINDS}
+    if request.htmx:  # "Older" loaded in place: only the next entries
+        return render(request, "messaging/_timeline.html", context)
+    search = clean_search(request.GET.get("q", ""))
+    context.update({
+        "search": search,
+        "hits": messaging_selectors.timeline_search(organization=organization, contact=contact, search=search)
+        if search else None,
+        "reply_to": messaging_selectors.latest_conversation(organization=organization, contact=contact),
+    })
+    return render(request, "patients/detail.html", context)

@@ -9,4 +9,5 @@ urlpatterns = [
     path("django-rq/", include("django_rq.urls")),
     path("", include("tenants.urls")),
     path("", include("patients.urls")),
+    path("", include("messaging.urls")),
 ]

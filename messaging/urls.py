@@ -1,0 +1,14 @@
+from django.urls import path
+
+from messaging import views
+
+app_name = "messaging"
+
+urlpatterns = [
+    path("conversations/", views.inbox, name="inbox"),
+    path("conversations/matches/", views.matches, name="matches"),
+    path("conversations/matches/<int:candidate_id>/link/", views.match_link, name="match-link"),
+    path("conversations/messages/<int:message_id>/", views.message_link, name="message"),
+    path("conversations/<str:conversation_id>/", views.conversation_detail, name="conversation"),
+    path("conversations/<str:conversation_id>/reply/", views.conversation_reply, name="reply"),
+]
