@@ -46,7 +46,7 @@ def appointment(organization, who: Contact, starts_at: datetime, **fields) -> Ap
                                           cliniko_appointment_id=next(SEQUENCE), **fields)
 
 
-def match_candidate(organization, lead: Contact, patient: Contact, reason="phone") -> ContactMatchCandidate:
+def match_candidate(organization, lead: Contact, patient: Contact, reason="phone", **fields) -> ContactMatchCandidate:
     with bind_organization(organization):
         return ContactMatchCandidate.objects.create(organization=organization, lead=lead, patient=patient,
-                                                    reason=reason)
+                                                    reason=reason, **fields)
