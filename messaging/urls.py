@@ -8,6 +8,7 @@ urlpatterns = [
     path("conversations/", views.inbox, name="inbox"),
     path("conversations/matches/", views.matches, name="matches"),
     path("conversations/matches/<int:candidate_id>/link/", views.match_link, name="match-link"),
+    path("conversations/matches/unlink/<str:patient_id>/", views.match_unlink, name="unlink"),
     path("conversations/messages/<int:message_id>/", views.message_link, name="message"),
     path("conversations/<str:conversation_id>/", views.conversation_detail, name="conversation"),
     path("conversations/<str:conversation_id>/reply/", views.conversation_reply, name="reply"),

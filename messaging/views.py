@@ -133,3 +133,27 @@ def match_link(request, candidate_id: int):
     else:
         messages.success(request, f"Linked to {candidate.patient}.")
     return redirect("messaging:matches")
+
+
+UNLINKABLE = {"chatwoot": "Chatwoot", "manychat": "ManyChat"}
+
+
+@require_POST
+@organization_admin_required
+def match_unlink(request, patient_id: str):
+    """"This is not that patient": the patient's Chatwoot or ManyChat contact becomes a lead of its own again,
+    and stays apart across syncs."""
+    from messaging.matching import contact_unlink
+    from patients.selectors import patient_get
+
+    patient = patient_get(organization=request.organization, patient_id=parse_uuid(patient_id, "patient"))
+    provider = request.POST.get("provider", "")
+    if provider not in UNLINKABLE:
+        raise Http404("No such contact.")
+    try:
+        contact_unlink(organization=request.organization, patient=patient, provider=provider, actor=request.user)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"The {UNLINKABLE[provider]} contact is no longer linked to {patient}.")
+    return redirect("patients:detail", patient_id=patient.pk)

@@ -146,3 +146,16 @@ def test_another_clinics_cursor_restarts_at_the_first_page(client, mint, org_a, 
     assert b_cursor and response.status_code == 200
     assert response.context["page"].query.after == b_cursor
     assert [c.pk for c in response.context["page"].conversations] == [clinic_a["thread"].pk]
+
+
+def test_unlinking_another_clinics_patient_is_404_and_changes_nothing(client, mint, org_a, org_b, clinic_a,
+                                                                      clinic_b):
+    with bind_organization(org_b):
+        Contact.objects.filter(pk=clinic_b["patient"].pk).update(chatwoot_contact_id=444)
+    before = snapshot(org_b)
+
+    response = client.post(f"/conversations/matches/unlink/{clinic_b['patient'].pk}/", {"provider": "chatwoot"},
+                           **bearer(mint(org_a, role="admin")))
+
+    assert response.status_code == 404
+    assert snapshot(org_b) == before

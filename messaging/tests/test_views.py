@@ -306,3 +306,34 @@ def test_members_do_not_see_the_matches_link(client, mint, org_a):
     admin = client.get("/conversations/", **bearer(mint(org_a, role="admin", user_id="user_test_admin")))
 
     assert b"/conversations/matches/" not in member.content and b"/conversations/matches/" in admin.content
+
+
+def test_an_admin_unlinks_a_wrongly_linked_contact_and_a_member_cannot(client, mint, org_a, ava, ava_thread):
+    with bind_organization(org_a):
+        Contact.objects.filter(pk=ava.pk).update(chatwoot_contact_id=321)
+        Conversation.objects.filter(pk=ava_thread.pk).update(external_id="321")
+    member = client.post(f"/conversations/matches/unlink/{ava.pk}/", {"provider": "chatwoot"},
+                         **bearer(mint(org_a, role="member", user_id="user_test_member")))
+    page = client.get(f"/patients/{ava.pk}/", **bearer(mint(org_a, role="admin")))
+
+    response = client.post(f"/conversations/matches/unlink/{ava.pk}/", {"provider": "chatwoot"}, follow=True,
+                           **bearer(mint(org_a, role="admin")))
+
+    assert member.status_code == 403
+    assert f'action="/conversations/matches/unlink/{ava.pk}/"'.encode() in page.content
+    assert b"no longer linked to Ava Smith" in response.content
+    with bind_organization(org_a):
+        assert Contact.objects.get(pk=ava.pk).chatwoot_contact_id is None
+        lead = Contact.objects.get(chatwoot_contact_id=321)
+        assert lead.cliniko_patient_id is None
+        assert Conversation.objects.get(pk=ava_thread.pk).contact_id == lead.pk
+        assert AuditLog.objects.filter(action="contact.unlinked", object_id=str(ava.pk)).count() == 1
+
+
+def test_members_do_not_see_the_unlink_button(client, mint, org_a, ava):
+    with bind_organization(org_a):
+        Contact.objects.filter(pk=ava.pk).update(chatwoot_contact_id=321)
+
+    page = client.get(f"/patients/{ava.pk}/", **bearer(mint(org_a, role="member", user_id="user_test_member")))
+
+    assert b"Chatwoot contact 321" in page.content and b"/unlink/" not in page.content
