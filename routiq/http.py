@@ -284,7 +284,9 @@ class VendorHttpClient:
 
     def get_json(self, url_or_path: str, params: Params = None) -> dict[str, Any]:
         url = self.url_for(url_or_path)
-        response = self._send(url, params)
+        return self._json(url, self._send(url, params))
+
+    def _json(self, url: str, response: requests.Response) -> dict[str, Any]:
         try:
             # Stdlib json keeps integers exact (19-digit ids stay ints, never floats).
             body = json.loads(response.content)
@@ -295,6 +297,14 @@ class VendorHttpClient:
             raise VendorResponseError(self.provider, f"expected a JSON object from {self._path(url)}, "
                                       f"got {type(body).__name__}", status=response.status_code)
         return body
+
+    def post_json(self, url_or_path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a JSON body; the answer must be a JSON object. Not idempotent, so only what cannot have
+        reached the vendor is retried: a 429 (refused before acting) and a connection that never opened.
+        A timeout or a 5xx may have been acted on and raises VendorUnavailable at once, so a reply is never
+        sent twice by a retry here."""
+        url = self.url_for(url_or_path)
+        return self._json(url, self._send(url, None, method="POST", body=body))
 
     def backoff(self, attempt: int) -> float:
         """Full jitter (AWS architecture blog): uniform in [0, min(cap, base * 2**(attempt-1)))."""
@@ -325,60 +335,64 @@ class VendorHttpClient:
         return None if wait is None else min(max(wait, 0.0), self.max_rate_limit_wait)
 
     # -- internals -----------------------------------------------------------------------
-    def _send(self, url: str, params: Params) -> requests.Response:
+    def _send(self, url: str, params: Params, *, method: str = "GET",
+              body: Mapping[str, Any] | None = None) -> requests.Response:
         path = self._path(url)
         failures = rate_limited = 0
+        idempotent = method == "GET"
         while True:
             if self.limiter is not None:
                 self.limiter.acquire()  # once per attempt: retries spend the shared budget too
             try:
-                response = self.session.get(url, params=params, headers=self.headers, auth=self._auth,
-                                            timeout=self.timeout, allow_redirects=False)
+                response = self.session.request(method, url, params=params, json=body, headers=self.headers,
+                                                auth=self._auth, timeout=self.timeout, allow_redirects=False)
             except TRANSIENT_ERRORS as exc:
                 failures += 1
-                if failures > self.max_retries:
+                never_sent = isinstance(exc, requests.ConnectTimeout)  # anything later may have been received
+                if failures > self.max_retries or not (idempotent or never_sent):
                     raise VendorUnavailable(self.provider, self._scrub(
-                        f"{type(exc).__name__} on GET {path} after {failures} attempts")) from exc
-                self._pause(self.backoff(failures), f"{type(exc).__name__}", path, failures, self.max_retries)
+                        f"{type(exc).__name__} on {method} {path} after {failures} attempts")) from exc
+                self._pause(self.backoff(failures), f"{type(exc).__name__}", f"{method} {path}", failures,
+                            self.max_retries)
                 continue
             except requests.RequestException as exc:  # invalid URL, too many redirects: not transient
-                raise VendorError(self.provider, self._scrub(f"{type(exc).__name__} on GET {path}")) from exc
+                raise VendorError(self.provider, self._scrub(f"{type(exc).__name__} on {method} {path}")) from exc
 
             status = response.status_code
             if status == 429:
                 rate_limited += 1
                 hint = self.rate_limit_wait(response)
                 if rate_limited > self.max_rate_limit_retries:
-                    raise VendorRateLimited(self.provider, f"still rate limited on GET {path} after "
+                    raise VendorRateLimited(self.provider, f"still rate limited on {method} {path} after "
                                             f"{rate_limited} attempts", retry_after=hint)
                 wait = hint if hint is not None else self.backoff(rate_limited)
-                self._pause(wait, "HTTP 429", path, rate_limited, self.max_rate_limit_retries)
+                self._pause(wait, "HTTP 429", f"{method} {path}", rate_limited, self.max_rate_limit_retries)
                 continue
             if status >= 500:
                 failures += 1
-                if failures > self.max_retries:
-                    raise VendorUnavailable(self.provider, f"HTTP {status} on GET {path} after {failures} attempts",
-                                            status=status)
-                self._pause(self.backoff(failures), f"HTTP {status}", path, failures, self.max_retries)
+                if failures > self.max_retries or not idempotent:
+                    raise VendorUnavailable(self.provider, f"HTTP {status} on {method} {path} after {failures} "
+                                            "attempts", status=status)
+                self._pause(self.backoff(failures), f"HTTP {status}", f"{method} {path}", failures, self.max_retries)
                 continue
             if not 200 <= status < 300:
-                raise self._error_for(status, path)
+                raise self._error_for(status, path, method)
             return response
 
-    def _error_for(self, status: int, path: str) -> VendorError:
+    def _error_for(self, status: int, path: str, method: str = "GET") -> VendorError:
         # The status and our own path only: the vendor's body is not ours to repeat (see module docstring).
         if 300 <= status < 400:
-            return VendorRedirected(self.provider, f"HTTP {status} redirect on GET {path} not followed",
+            return VendorRedirected(self.provider, f"HTTP {status} redirect on {method} {path} not followed",
                                     status=status)
         if status in (401, 403):
-            return VendorAuthError(self.provider, f"credentials rejected (HTTP {status}) on GET {path}",
+            return VendorAuthError(self.provider, f"credentials rejected (HTTP {status}) on {method} {path}",
                                    status=status)
         if status == 404:
-            return VendorNotFound(self.provider, f"HTTP 404 on GET {path}", status=status)
-        return VendorClientError(self.provider, f"HTTP {status} on GET {path}", status=status)
+            return VendorNotFound(self.provider, f"HTTP 404 on {method} {path}", status=status)
+        return VendorClientError(self.provider, f"HTTP {status} on {method} {path}", status=status)
 
     def _pause(self, seconds: float, reason: str, path: str, attempt: int, limit: int) -> None:
-        logger.warning("%s: %s on GET %s; retry %d/%d in %.1fs", self.provider, reason, path, attempt, limit, seconds)
+        logger.warning("%s: %s on %s; retry %d/%d in %.1fs", self.provider, reason, path, attempt, limit, seconds)
         if seconds > 0:
             self._sleep(seconds)
 

@@ -250,6 +250,10 @@ CLINIKO_RATE_LIMIT_PER_MINUTE = int(env("CLINIKO_RATE_LIMIT_PER_MINUTE", "200"))
 CLINIKO_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_SYNC_INTERVAL_SECONDS", "900"))
 CLINIKO_FULL_SYNC_INTERVAL_SECONDS = int(env("CLINIKO_FULL_SYNC_INTERVAL_SECONDS", str(7 * 24 * 3600)))
 MANYCHAT_API_URL = env("MANYCHAT_API_URL", "https://api.manychat.com")
+# Chatwoot: webhooks bring changes at once; the incremental sync catches what they missed (an outage, an
+# old server without signed webhooks); the weekly full sync also picks up edited contacts.
+CHATWOOT_SYNC_INTERVAL_SECONDS = int(env("CHATWOOT_SYNC_INTERVAL_SECONDS", "600"))
+CHATWOOT_FULL_SYNC_INTERVAL_SECONDS = int(env("CHATWOOT_FULL_SYNC_INTERVAL_SECONDS", str(7 * 24 * 3600)))
 # Vendor URLs a clinic chooses (a self-hosted Chatwoot) must be public https addresses, checked when each
 # request is made. On only for development and tests, whose stand-in servers listen on 127.0.0.1.
 VENDOR_ALLOW_PRIVATE_NETWORKS = env_bool("VENDOR_ALLOW_PRIVATE_NETWORKS", False)
@@ -261,6 +265,10 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
     {"name": "cliniko-full", "func": "patients.jobs.enqueue_full_syncs",
      "every_seconds": CLINIKO_FULL_SYNC_INTERVAL_SECONDS},
+    {"name": "chatwoot-incremental", "func": "messaging.jobs.enqueue_incremental_syncs",
+     "every_seconds": CHATWOOT_SYNC_INTERVAL_SECONDS},
+    {"name": "chatwoot-full", "func": "messaging.jobs.enqueue_full_syncs",
+     "every_seconds": CHATWOOT_FULL_SYNC_INTERVAL_SECONDS},
     {"name": "active-patients-nightly", "func": "patients.jobs.enqueue_active_patient_refreshes",
      "every_seconds": 24 * 3600},
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",

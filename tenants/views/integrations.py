@@ -17,7 +17,8 @@ from tenants.models import ApiCredential, Provider, SyncLog
 from tenants.permissions import organization_admin_required
 from tenants.selectors import last_sync
 
-SYNCED_RESOURCES = {Provider.CLINIKO: ["patients", "appointments"]}
+SYNCED_RESOURCES = {Provider.CLINIKO: ["patients", "appointments"],
+                    Provider.CHATWOOT: ["contacts", "conversations", "messages"]}
 
 
 @dataclass

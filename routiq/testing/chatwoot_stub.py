@@ -1,0 +1,664 @@
+"""Local stand-in for Chatwoot's application API (one account) for tests, benchmarks and the dev demo.
+
+It speaks Chatwoot's wire protocol, so the real client runs against it unpatched:
+- the ``api_access_token`` header (401 otherwise), account-scoped paths ``/api/v1/accounts/{id}/…``
+  (404 for another account);
+- ``GET contacts``: 15 a page, ``page``, ``sort`` (``created_at``, ``-created_at``, ``name``, …),
+  ``{"meta": {"count", "current_page"}, "payload": […]}``;
+- ``GET conversations``: ``status`` open|pending|resolved|snoozed|all (default open), ``assignee_type``,
+  ``sort_by`` (default latest activity first), ``page``, 25 a page,
+  ``{"data": {"meta": {"mine_count", "assigned_count", "unassigned_count", "all_count"}, "payload": […]}}``;
+  ids are the per-account display ids;
+- ``GET conversations/{id}/messages``: the latest 20; ``before=<id>`` the 20 before it; ``after=<id>`` up to 100
+  after it (always oldest first), ``{"meta": {…}, "payload": […]}`` with ``message_type`` 0 incoming,
+  1 outgoing, 2 activity, 3 template and ``created_at`` in epoch seconds;
+- ``POST conversations/{id}/messages`` ``{content, message_type: "outgoing", private}`` -> the created message,
+  and, when the stub has a webhook URL and secret, the signed ``message_created`` delivery Chatwoot sends for
+  it (the echo of our own reply);
+- ``GET inboxes`` (``{"payload": [{id, name, channel_type}]}``).
+Faults: ``queue_faults("rate_limit" | "status" | "malformed", …)`` (429 carries ``Retry-After``);
+``serve_raw(kind, id, **fields)`` serves one record with broken values. Stdlib only (no Django).
+
+``signed_webhook_post(url, secret, payload)`` POSTs a delivery signed as Chatwoot >= 4.11.2 signs it:
+``X-Chatwoot-Signature: sha256=HMAC-SHA256(secret, "{timestamp}.{body}")``, ``X-Chatwoot-Timestamp``,
+``X-Chatwoot-Delivery``. The ``*_webhook_payload`` helpers build the event bodies Chatwoot sends.
+
+    with ChatwootStub(api_token="tok", account_id=3) as stub:
+        stub.seed(conversations=40)
+        client = ChatwootClient("tok", base_url=stub.base_url, account_id=3, allow_private_networks=True)
+
+Standalone: ``python -m routiq.testing.chatwoot_stub --port 8775 --api-token demo-token --account-id 1
+--seed-conversations 30``
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import random
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+from urllib.request import Request, urlopen
+
+DEFAULT_CLOCK = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+CONTACTS_PER_PAGE = 15
+CONVERSATIONS_PER_PAGE = 25
+LATEST_MESSAGES = 20
+MESSAGES_BEFORE = 20
+MESSAGES_AFTER = 100
+STATUSES = ("open", "pending", "resolved", "snoozed")
+MESSAGE_TYPES = {"incoming": 0, "outgoing": 1, "activity": 2, "template": 3}
+MESSAGE_TYPE_NAMES = {number: name for name, number in MESSAGE_TYPES.items()}
+FAULT_KINDS = frozenset({"status", "rate_limit", "malformed"})
+CONTACT_SORTS = {"name", "email", "phone_number", "created_at", "last_activity_at"}
+CONVERSATION_SORTS = {
+    "latest": ("last_activity_at", True), "last_activity_at_desc": ("last_activity_at", True),
+    "last_activity_at_asc": ("last_activity_at", False), "created_at_desc": ("created_at", True),
+    "created_at_asc": ("created_at", False),
+}
+AGENTS = ({"id": 1, "name": "Jess Carter", "available_name": "Jess", "email": "jess@clinic.example"},
+          {"id": 2, "name": "Sam Patel", "available_name": "Sam", "email": "sam@clinic.example"})
+FIRST_NAMES = ("Olivia", "Charlotte", "Amelia", "Isla", "Mia", "Grace", "Zoë", "Siobhán", "Priya", "Jack",
+               "Oliver", "Noah", "Lachlan", "Liam", "Minh", "Mohammed", "Arjun", "Susan", "Karen", "Peter")
+LAST_NAMES = ("Smith", "Jones", "Williams", "Brown", "Wilson", "Taylor", "Nguyen", "Martin", "Lee", "Kelly",
+              "Chen", "Singh", "Patel", "Tran", "Murphy", "O'Brien", "Rossi", "Kowalski")
+INBOUND_TEXTS = ("Hi, can I move my appointment to Thursday?", "Is there parking near the clinic?",
+                 "My back is still sore after yesterday, is that normal?", "Do you bulk bill?",
+                 "Thanks so much, see you then!", "Can I get a receipt for my health fund?",
+                 "Running 10 minutes late, sorry!", "What should I bring to my first visit?")
+OUTBOUND_TEXTS = ("Of course, Thursday 10:30 is free. Shall I book it?", "Yes, there is free parking out the back.",
+                  "A little soreness is normal for a day or two. Ice helps.", "See you then!",
+                  "I've emailed your receipt.", "No problem, we'll see you soon.")
+PRIVATE_NOTES = ("Prefers mornings.", "Check the referral letter before the visit.", "Called back, no answer.")
+
+
+def _epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # without the query string
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def param(self, key: str) -> str | None:
+        return next((v for k, v in self.query if k == key), None)
+
+
+@dataclass
+class _Fault:
+    kind: str
+    remaining: int
+    path_contains: str
+    status: int
+    seconds: float
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    stub: ChatwootStub
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.server.stub._handle(self)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+
+class ChatwootStub:
+    """One Chatwoot account. Binds its port on construction; ``with`` starts and stops it.
+
+    State methods return records in the API's form. The clock (``stub.clock``) only moves when told
+    (``advance``) or when a message is added (one second per message, so messages have distinct times).
+    """
+
+    def __init__(self, *, api_token: str = "test-token", account_id: int = 1, port: int = 0,
+                 clock: datetime = DEFAULT_CLOCK, webhook_url: str | None = None,
+                 webhook_secret: str | None = None) -> None:
+        self.api_token = api_token
+        self.account_id = int(account_id)
+        self.clock = clock.astimezone(UTC).replace(microsecond=0)
+        self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
+        self.webhook_responses: list[tuple[int, bytes]] = []  # what the echo deliveries got back
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.RLock()
+        self._inboxes: dict[int, dict] = {}
+        self._contacts: dict[int, dict] = {}
+        self._conversations: dict[int, dict] = {}
+        self._messages: dict[int, dict] = {}  # message id -> record (ids are global to the installation)
+        self._raw: dict[tuple[str, int], dict] = {}
+        self._faults: list[_Fault] = []
+        self._next = {"inbox": 0, "contact": 0, "conversation": 0, "message": 0}
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.stub = self
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread: threading.Thread | None = None
+        self.add_inbox("WhatsApp", "Channel::Whatsapp")
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> Self:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="chatwoot-stub", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- clock, log, faults ----------------------------------------------------------------
+    def advance(self, seconds: float = 0, **delta: float) -> datetime:
+        with self._lock:
+            self.clock += timedelta(seconds=seconds, **delta)
+            return self.clock
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def queue_faults(self, kind: str, count: int = 1, *, status: int = 503, seconds: float = 1.0,
+                     path_contains: str = "") -> None:
+        """The next ``count`` requests whose path contains ``path_contains`` misbehave: "status" (answer
+        ``status``), "rate_limit" (429 with ``Retry-After: seconds``), "malformed" (200, truncated JSON)."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        with self._lock:
+            self._faults.append(_Fault(kind, count, path_contains, status, seconds))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def serve_raw(self, kind: str, record_id: int, **fields: Any) -> None:
+        """Serve one record ("contact", "conversation" or "message") with these JSON values, unchecked, as a
+        corrupted record would arrive; filters and sorting still use its real values."""
+        with self._lock:
+            self._raw[(kind, int(record_id))] = fields
+
+    # -- state API ------------------------------------------------------------------------
+    def add_inbox(self, name: str, channel_type: str = "Channel::Api") -> dict:
+        with self._lock:
+            inbox_id = self._take("inbox")
+            self._inboxes[inbox_id] = {"id": inbox_id, "name": name, "channel_type": channel_type}
+            return dict(self._inboxes[inbox_id])
+
+    def add_contact(self, name: str = "", *, email: str | None = None, phone_number: str | None = None,
+                    identifier: str | None = None, **extra: Any) -> dict:
+        with self._lock:
+            contact_id = self._take("contact")
+            now = _epoch(self.clock)
+            self._contacts[contact_id] = {
+                "id": contact_id, "name": name, "email": email, "phone_number": phone_number,
+                "identifier": identifier, "thumbnail": "", "availability_status": "offline", "blocked": False,
+                "additional_attributes": {}, "custom_attributes": {}, "created_at": now,
+                "last_activity_at": None, **extra}
+            return self.contact(contact_id)
+
+    def update_contact(self, contact_id: int, **fields: Any) -> dict:
+        with self._lock:
+            self._contacts[int(contact_id)].update(fields)
+            return self.contact(contact_id)
+
+    def add_conversation(self, contact_id: int, *, inbox_id: int = 1, status: str = "open",
+                         assignee_id: int | None = None) -> dict:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        with self._lock:
+            display_id = self._take("conversation")
+            now = _epoch(self.clock)
+            self._conversations[display_id] = {
+                "id": display_id, "uuid": str(uuid.UUID(int=random.Random(display_id).getrandbits(128))),
+                "contact_id": int(contact_id), "inbox_id": inbox_id, "status": status, "assignee_id": assignee_id,
+                "created_at": now, "last_activity_at": now, "updated_at": float(now)}
+            return self.conversation(display_id)
+
+    def set_status(self, display_id: int, status: str) -> dict:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        with self._lock:
+            conversation = self._conversations[int(display_id)]
+            conversation["status"] = status
+            conversation["updated_at"] = float(_epoch(self.clock))
+            return self.conversation(display_id)
+
+    def add_message(self, display_id: int, content: str, *, message_type: str | int = "incoming",
+                    private: bool = False, sender_id: int | None = None,
+                    attachments: Iterable[dict] = (), created_at: datetime | None = None) -> dict:
+        """A message in a conversation; ``message_type`` "incoming" (from the contact), "outgoing" (an
+        agent), "activity" or "template". ``attachments``: [{"file_type", "data_url", …}]."""
+        kind = message_type if isinstance(message_type, int) else MESSAGE_TYPES[message_type]
+        with self._lock:
+            self.clock += timedelta(seconds=1)
+            conversation = self._conversations[int(display_id)]
+            message_id = self._take("message")
+            moment = _epoch(created_at or self.clock)
+            if kind == 0:
+                sender = {"type": "contact", "id": conversation["contact_id"]}
+            elif kind in (1, 3) or private:
+                sender = {"type": "user", "id": sender_id or conversation["assignee_id"] or AGENTS[0]["id"]}
+            else:
+                sender = None
+            self._messages[message_id] = {
+                "id": message_id, "conversation_id": conversation["id"], "inbox_id": conversation["inbox_id"],
+                "content": content, "message_type": kind, "content_type": "text", "private": private,
+                "created_at": moment, "source_id": None, "sender": sender,
+                "attachments": [{"id": message_id * 10 + n, "message_id": message_id, "account_id": self.account_id,
+                                 "file_type": "file", "extension": None, "thumb_url": "", "file_size": 0, **a}
+                                for n, a in enumerate(attachments)]}
+            conversation["last_activity_at"] = max(conversation["last_activity_at"], moment)
+            conversation["updated_at"] = float(moment)
+            contact = self._contacts.get(conversation["contact_id"])
+            if contact is not None and kind == 0:
+                contact["last_activity_at"] = moment
+            return self.message(message_id)
+
+    def contact(self, contact_id: int) -> dict:
+        with self._lock:
+            return self._served("contact", self._contact_form(self._contacts[int(contact_id)]))
+
+    def conversation(self, display_id: int) -> dict:
+        with self._lock:
+            return self._served("conversation", self._conversation_form(self._conversations[int(display_id)]))
+
+    def message(self, message_id: int) -> dict:
+        with self._lock:
+            return self._served("message", self._message_form(self._messages[int(message_id)]))
+
+    def all_contacts(self) -> list[dict]:
+        with self._lock:
+            return [self.contact(contact_id) for contact_id in sorted(self._contacts)]
+
+    def all_conversations(self) -> list[dict]:
+        with self._lock:
+            return [self.conversation(display_id) for display_id in sorted(self._conversations)]
+
+    def messages_of(self, display_id: int) -> list[dict]:
+        with self._lock:
+            return [self.message(m["id"]) for m in sorted(self._messages.values(), key=lambda m: m["id"])
+                    if m["conversation_id"] == int(display_id)]
+
+    def seed(self, *, conversations: int = 20, messages_per_conversation: tuple[int, int] = (2, 8),
+             seed: int = 42) -> None:
+        """Realistic clinic chat: a contact per conversation (Australian mobiles, most with an email), a mix
+        of statuses and inboxes, inbound questions and outbound answers, a few private notes and an
+        attachment now and then. Message times end at the clock."""
+        rng = random.Random(seed)
+        with self._lock:
+            if len(self._inboxes) == 1:
+                self.add_inbox("Website chat", "Channel::WebWidget")
+                self.add_inbox("Instagram", "Channel::Instagram")
+            inbox_ids = sorted(self._inboxes)
+            start = self.clock - timedelta(days=14)
+            self.clock = start
+            step = max(1, 14 * 24 * 60 // max(1, conversations * sum(messages_per_conversation)))  # minutes
+            for n in range(conversations):
+                first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+                digits = f"{rng.randrange(10**8):08d}"
+                contact = self.add_contact(
+                    f"{first} {last}", phone_number=f"+614{digits}",
+                    email=None if rng.random() < 0.3 else f"{first.lower()}.{last.lower()}{n}@example.com".replace(
+                        "'", "").replace("ë", "e").replace("á", "a"))
+                conversation = self.add_conversation(
+                    contact["id"], inbox_id=rng.choice(inbox_ids), status=rng.choice(("open", "open", "pending",
+                                                                                      "resolved", "snoozed")),
+                    assignee_id=rng.choice((None, AGENTS[0]["id"], AGENTS[1]["id"])))
+                for m in range(rng.randint(*messages_per_conversation)):
+                    self.clock += timedelta(minutes=rng.randint(1, step))
+                    if m % 2 == 0:
+                        self.add_message(conversation["id"], rng.choice(INBOUND_TEXTS), attachments=(
+                            [{"file_type": "image", "data_url": f"https://files.example/{n}-{m}.jpg"}]
+                            if rng.random() < 0.1 else []))
+                    elif rng.random() < 0.15:
+                        self.add_message(conversation["id"], rng.choice(PRIVATE_NOTES), message_type="outgoing",
+                                         private=True)
+                    else:
+                        self.add_message(conversation["id"], rng.choice(OUTBOUND_TEXTS), message_type="outgoing")
+            self.clock = max(self.clock, start + timedelta(days=14))
+
+    # -- API forms ----------------------------------------------------------------------
+    def _take(self, kind: str) -> int:
+        self._next[kind] += 1
+        return self._next[kind]
+
+    def _served(self, kind: str, form: dict) -> dict:
+        return {**form, **self._raw.get((kind, form["id"]), {})}
+
+    def _contact_form(self, contact: dict) -> dict:
+        return {**contact, "type": "contact"}
+
+    def _agent(self, agent_id: int | None) -> dict | None:
+        agent = next((a for a in AGENTS if a["id"] == agent_id), None)
+        return None if agent is None else {**agent, "availability_status": "online", "role": "agent",
+                                           "thumbnail": "", "type": "user"}
+
+    def _sender(self, sender: dict | None) -> dict | None:
+        if sender is None:
+            return None
+        if sender["type"] == "contact":
+            contact = self._contacts.get(sender["id"])
+            return None if contact is None else self._contact_form(contact)
+        return self._agent(sender["id"])
+
+    def _message_form(self, message: dict) -> dict:
+        return {**message, "sender": self._sender(message["sender"]),
+                "attachments": [dict(a) for a in message["attachments"]]}
+
+    def _conversation_form(self, conversation: dict) -> dict:
+        inbox = self._inboxes.get(conversation["inbox_id"], {})
+        messages = [m for m in self._messages.values()
+                    if m["conversation_id"] == conversation["id"] and m["message_type"] != 2]
+        last = max(messages, key=lambda m: m["id"], default=None)
+        return {
+            "id": conversation["id"], "uuid": conversation["uuid"], "account_id": self.account_id,
+            "inbox_id": conversation["inbox_id"], "status": conversation["status"],
+            "meta": {"sender": self._sender({"type": "contact", "id": conversation["contact_id"]}),
+                     "assignee": self._agent(conversation["assignee_id"]), "team": None, "hmac_verified": False,
+                     "channel": inbox.get("channel_type", "")},
+            "messages": [self._message_form(last)] if last else [],
+            "labels": [], "priority": None, "unread_count": 0, "can_reply": True, "additional_attributes": {},
+            "custom_attributes": {}, "snoozed_until": None, "agent_last_seen_at": 0, "contact_last_seen_at": 0,
+            "timestamp": conversation["last_activity_at"], "last_activity_at": conversation["last_activity_at"],
+            "created_at": conversation["created_at"], "updated_at": conversation["updated_at"],
+        }
+
+    # -- HTTP ----------------------------------------------------------------------------------
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        url = urlsplit(h.path)
+        path = url.path.rstrip("/") or "/"
+        query = parse_qsl(url.query, keep_blank_values=True)
+        with self._lock:
+            self.requests.append(RecordedRequest(h.command, path, query, dict(h.headers.items()), body))
+        extra: dict[str, str] = {}
+        after_send = None
+        try:
+            status, payload, after_send = 200, *self._respond(h.command, path, dict(query), h.headers, body)
+        except _ApiError as err:
+            status, payload, extra = err.status, err.body, err.headers
+        except Exception as exc:  # a stub bug: a 500, and the traceback printed by handle_error
+            self._send(h, 500, json.dumps({"error": f"stub error: {exc!r}"}).encode(), {})
+            raise
+        self._send(h, status, payload if isinstance(payload, bytes) else json.dumps(payload).encode(), extra)
+        if after_send is not None:
+            after_send()
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json; charset=utf-8")
+            h.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                h.send_header(name, value)
+            h.end_headers()
+            h.wfile.write(body)
+        except ConnectionError:
+            pass
+
+    def _take_fault(self, path: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.path_contains in path:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _respond(self, method: str, path: str, params: dict[str, str], headers: Any, body: bytes):
+        fault = self._take_fault(path)
+        if fault and fault.kind == "status":
+            raise _ApiError(fault.status, {"error": f"forced HTTP {fault.status}"})
+        if fault and fault.kind == "rate_limit":
+            raise _ApiError(429, {"error": "Throttled"}, {"Retry-After": str(fault.seconds)})
+        if fault and fault.kind == "malformed":
+            return b'{"payload": [{"id": 1', None
+        if headers.get("api_access_token") != self.api_token:
+            raise _ApiError(401, {"errors": ["Invalid Access Token"]})
+        match = re.fullmatch(r"/api/v1/accounts/(\d+)(/.*)?", path)
+        if not match or int(match[1]) != self.account_id:
+            raise _ApiError(404, {"error": "Resource could not be found"})
+        sub = match[2] or "/"
+        with self._lock:
+            if method == "GET" and sub == "/contacts":
+                return self._list_contacts(params), None
+            if method == "GET" and sub == "/conversations":
+                return self._list_conversations(params), None
+            if method == "GET" and sub == "/inboxes":
+                return {"payload": [dict(i) for i in self._inboxes.values()]}, None
+            messages = re.fullmatch(r"/conversations/(\d+)/messages", sub)
+            if messages and int(messages[1]) in self._conversations:
+                if method == "GET":
+                    return self._list_messages(int(messages[1]), params), None
+                if method == "POST":
+                    return self._create_message(int(messages[1]), body)
+        raise _ApiError(404, {"error": "Resource could not be found"})
+
+    def _list_contacts(self, params: dict[str, str]) -> dict:
+        page = _positive(params, "page", 1)
+        sort = params.get("sort", "-last_activity_at")
+        field = sort.lstrip("-")
+        if field not in CONTACT_SORTS:
+            raise _ApiError(422, {"error": f"invalid sort {sort!r}"})
+        rows = sorted(self._contacts.values(), key=lambda c: c["id"])
+        rows.sort(key=lambda c: (c[field] is None, c[field] or 0 if field.endswith("_at") else c[field] or ""),
+                  reverse=sort.startswith("-"))
+        start = (page - 1) * CONTACTS_PER_PAGE
+        return {"meta": {"count": len(rows), "current_page": page},
+                "payload": [self._served("contact", self._contact_form(c))
+                            for c in rows[start:start + CONTACTS_PER_PAGE]]}
+
+    def _list_conversations(self, params: dict[str, str]) -> dict:
+        page = _positive(params, "page", 1)
+        status = params.get("status", "open")
+        if status not in (*STATUSES, "all"):
+            raise _ApiError(422, {"error": f"invalid status {status!r}"})
+        field, descending = CONVERSATION_SORTS.get(params.get("sort_by", "latest"), CONVERSATION_SORTS["latest"])
+        matching = [c for c in self._conversations.values() if status == "all" or c["status"] == status]
+        assigned = [c for c in matching if c["assignee_id"] is not None]
+        assignee_type = params.get("assignee_type", "all")
+        shown = {"assigned": assigned, "unassigned": [c for c in matching if c["assignee_id"] is None],
+                 "me": [c for c in assigned if c["assignee_id"] == AGENTS[0]["id"]]}.get(assignee_type, matching)
+        shown = sorted(shown, key=lambda c: (c[field], c["id"]), reverse=descending)
+        start = (page - 1) * CONVERSATIONS_PER_PAGE
+        return {"data": {
+            "meta": {"mine_count": sum(1 for c in assigned if c["assignee_id"] == AGENTS[0]["id"]),
+                     "assigned_count": len(assigned), "unassigned_count": len(matching) - len(assigned),
+                     "all_count": len(matching)},
+            "payload": [self._served("conversation", self._conversation_form(c))
+                        for c in shown[start:start + CONVERSATIONS_PER_PAGE]]}}
+
+    def _list_messages(self, display_id: int, params: dict[str, str]) -> dict:
+        rows = sorted((m for m in self._messages.values() if m["conversation_id"] == display_id),
+                      key=lambda m: (m["created_at"], m["id"]))
+        after, before = params.get("after"), params.get("before")
+        if after not in (None, "") and before not in (None, ""):
+            rows = [m for m in rows if int(after) < m["id"] < int(before)][:1000]
+        elif before not in (None, ""):
+            rows = [m for m in rows if m["id"] < int(before)][-MESSAGES_BEFORE:]
+        elif after not in (None, ""):
+            rows = [m for m in rows if m["id"] > int(after)][:MESSAGES_AFTER]
+        else:
+            rows = rows[-LATEST_MESSAGES:]
+        conversation = self._conversations[display_id]
+        return {"meta": {"labels": [], "additional_attributes": {}, "contact_id": conversation["contact_id"],
+                         "assignee": self._agent(conversation["assignee_id"]), "agent_last_seen_at": 0},
+                "payload": [self._served("message", self._message_form(m)) for m in rows]}
+
+    def _create_message(self, display_id: int, body: bytes):
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise _ApiError(400, {"error": "invalid JSON"}) from None
+        content = data.get("content") if isinstance(data, dict) else None
+        if not isinstance(content, str) or not content.strip():
+            raise _ApiError(422, {"error": "content is required"})
+        message_type = data.get("message_type", "outgoing")
+        if message_type not in ("outgoing", "incoming"):
+            raise _ApiError(422, {"error": "invalid message_type"})
+        conversation = self._conversations[display_id]
+        created = self.add_message(display_id, content, message_type=message_type, private=bool(data.get("private")),
+                                   sender_id=conversation["assignee_id"] or AGENTS[0]["id"])
+        after_send = None
+        if self.webhook_url and self.webhook_secret:
+            payload = self.message_webhook_payload(created["id"])
+            url, secret = self.webhook_url, self.webhook_secret
+
+            def after_send() -> None:  # Chatwoot delivers from a background job, after answering the POST
+                self.webhook_responses.append(signed_webhook_post(url, secret, payload))
+        return created, after_send
+
+    # -- webhook payloads -------------------------------------------------------------------
+    def account(self) -> dict:
+        return {"id": self.account_id, "name": "Clinic"}
+
+    def conversation_webhook_data(self, display_id: int) -> dict:
+        """A conversation as webhook events carry it (the API form plus ``contact_inbox``)."""
+        with self._lock:
+            form = self._conversation_form(self._conversations[int(display_id)])
+            return {**form, "channel": form["meta"]["channel"],
+                    "contact_inbox": {"contact_id": self._conversations[int(display_id)]["contact_id"],
+                                      "inbox_id": form["inbox_id"], "source_id": form["uuid"]}}
+
+    def message_webhook_payload(self, message_id: int, event: str = "message_created") -> dict:
+        """``message_created``/``message_updated``: the message flat, ``message_type`` as a word and
+        ``created_at`` as an ISO time, with its ``conversation``, ``inbox`` and ``account``."""
+        with self._lock:
+            message = self._messages[int(message_id)]
+            form = self._served("message", self._message_form(message))
+            inbox = self._inboxes.get(message["inbox_id"], {})
+            created = form["created_at"]
+            return {**form, "event": event,
+                    "message_type": MESSAGE_TYPE_NAMES.get(form["message_type"], form["message_type"]),
+                    "created_at": _iso(datetime.fromtimestamp(created, UTC)) if isinstance(created, int) else created,
+                    "content_attributes": {}, "inbox": {"id": inbox.get("id"), "name": inbox.get("name")},
+                    "conversation": self.conversation_webhook_data(message["conversation_id"]),
+                    "account": self.account()}
+
+    def conversation_webhook_payload(self, display_id: int, event: str = "conversation_created",
+                                     changed_attributes: list | None = None) -> dict:
+        payload = {**self.conversation_webhook_data(display_id), "event": event, "account": self.account()}
+        if changed_attributes is not None:
+            payload["changed_attributes"] = changed_attributes
+        return payload
+
+    def contact_webhook_payload(self, contact_id: int, event: str = "contact_created",
+                                changed_attributes: list | None = None) -> dict:
+        payload = {**self.contact(contact_id), "event": event, "account": self.account()}
+        if changed_attributes is not None:
+            payload["changed_attributes"] = changed_attributes
+        return payload
+
+
+def _positive(params: dict[str, str], name: str, default: int) -> int:
+    try:
+        value = int(params.get(name) or default)
+    except ValueError:
+        raise _ApiError(422, {"error": f"{name} must be an integer"}) from None
+    if value < 1:
+        raise _ApiError(422, {"error": f"{name} must be positive"})
+    return value
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=`` + hex HMAC-SHA256 of ``"{timestamp}.{raw body}"`` under the webhook's secret."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def signed_webhook_headers(secret: str | None, body: bytes, *, timestamp: int | None = None,
+                           delivery_id: str | None = None) -> dict[str, str]:
+    """The headers of one delivery; no signature without a secret (Chatwoot before 4.11.2, or none set)."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    headers = {"Content-Type": "application/json", "User-Agent": "Chatwoot",
+               "X-Chatwoot-Timestamp": stamp, "X-Chatwoot-Delivery": delivery_id or str(uuid.uuid4())}
+    if secret is not None:
+        headers["X-Chatwoot-Signature"] = webhook_signature(secret, stamp, body)
+    return headers
+
+
+def signed_webhook_post(url: str, secret: str | None, payload: dict | bytes, *, timestamp: int | None = None,
+                        delivery_id: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    """POST one delivery to ``url`` as Chatwoot does (5 s timeout); returns (status, body), 4xx/5xx too."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    request = Request(url, data=body, method="POST",  # noqa: S310 - a local test URL, chosen by the test
+                      headers=signed_webhook_headers(secret, body, timestamp=timestamp, delivery_id=delivery_id))
+    try:
+        with urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except OSError as exc:  # HTTPError (4xx/5xx) carries the answer; other errors are the receiver's failure
+        if hasattr(exc, "code") and hasattr(exc, "read"):
+            return exc.code, exc.read()
+        return 0, str(exc).encode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the Chatwoot API stand-in in the foreground.")
+    parser.add_argument("--port", type=int, default=8775)
+    parser.add_argument("--api-token", default="demo-token")
+    parser.add_argument("--account-id", type=int, default=1)
+    parser.add_argument("--seed-conversations", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--webhook-url", default=None, help="where to POST the echo of a reply (message_created)")
+    parser.add_argument("--webhook-secret", default=None)
+    args = parser.parse_args(argv)
+    stub = ChatwootStub(api_token=args.api_token, account_id=args.account_id, port=args.port,
+                        clock=datetime.now(UTC), webhook_url=args.webhook_url, webhook_secret=args.webhook_secret)
+    stub.seed(conversations=args.seed_conversations, seed=args.seed)
+    print(f"Chatwoot stand-in at {stub.base_url} (account {stub.account_id}); Ctrl-C to stop", flush=True)
+    with stub:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()
