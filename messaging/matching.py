@@ -231,6 +231,16 @@ class _Plan:
         return self.result
 
 
+def identity_assign(*, organization: Organization, provider: str, external_id: str, holder: Contact | None,
+                    patient: Contact) -> None:
+    """Give ``patient`` the identity that ``holder`` (a lead, or nobody) holds: the lead's conversations
+    follow and the emptied lead is retired. The caller has checked decisions and that the patient is free."""
+    _bound(organization)
+    plan = _Plan(organization=organization, field=_field(provider))
+    plan._move(external_id, holder, patient, _stored(provider, external_id))
+    plan.apply()
+
+
 def _candidates(item: _Identity, patients: list[Contact], refused) -> tuple[list[Contact], str]:
     """Patients with the same phone; if none, with the same email. A patient an admin said "not this" to is
     never a candidate again."""
