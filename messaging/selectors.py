@@ -24,6 +24,7 @@ from tenants.models import Organization
 PAGE_SIZE = 50
 SEARCH_LIMIT = 50
 MATCH_LIMIT = 200
+MAX_UNION_CONVERSATIONS = 100  # a patient's conversations read as one UNION ALL branch each (see _timeline_messages)
 RECENT_FOR_CHOICES = 500  # how many recent conversations the channel/assignee pickers look at
 
 STATUSES = {"": "Any status", **{key: label for key, label in ConversationStatus.choices}}
@@ -417,23 +418,52 @@ def _timeline_appointments(organization, contact, cursor, limit) -> list[Appoint
 
 
 def _timeline_messages(organization, contact, cursor, limit, private: bool | None) -> list[Message]:
+    """The newest ``limit`` of the patient's messages past the cursor, from all their conversations.
+
+    One short branch per conversation, each with its conversation id as a constant, glued by UNION ALL: the
+    planner then sees how big each conversation is (a 10,000-message thread walks its index backwards and
+    stops after ``limit`` rows, 0.3 ms). A LATERAL join would plan every conversation as the average one,
+    and sorted the whole of a big thread (30 ms). Patients with very many conversations take the LATERAL
+    form rather than a statement with hundreds of branches."""
+    conversations = dict(
+        Conversation.objects.filter(organization=organization, contact=contact, deleted_at__isnull=True)
+        .order_by("-last_message_at").values_list("id", "channel")[: MAX_UNION_CONVERSATIONS + 1]
+    )
+    if not conversations:
+        return []
     params: dict = {"organization_id": organization.pk, "contact_id": contact.pk, "limit": limit}
-    where = ["m.organization_id = %(organization_id)s", "m.conversation_id = cv.id"]
+    where = ["m.organization_id = %(organization_id)s"]
     where += _after_key("message", cursor, "m.sent_at", "m.id", params)
     if private is not None:
         params["private"] = private
         where.append("m.private = %(private)s")
-    sql = f"""
-        SELECT m.*, cv.channel AS conversation_channel, cv.provider AS conversation_provider
-        FROM conversations cv
-        CROSS JOIN LATERAL (
-            SELECT m.* FROM messages m WHERE {" AND ".join(where)}
+    if len(conversations) > MAX_UNION_CONVERSATIONS:
+        sql = f"""
+            SELECT m.* FROM conversations cv
+            CROSS JOIN LATERAL (
+                SELECT m.* FROM messages m WHERE {" AND ".join(where)} AND m.conversation_id = cv.id
+                ORDER BY m.sent_at DESC, m.id DESC LIMIT %(limit)s
+            ) m
+            WHERE cv.organization_id = %(organization_id)s AND cv.contact_id = %(contact_id)s
+              AND cv.deleted_at IS NULL
             ORDER BY m.sent_at DESC, m.id DESC LIMIT %(limit)s
-        ) m
-        WHERE cv.organization_id = %(organization_id)s AND cv.contact_id = %(contact_id)s AND cv.deleted_at IS NULL
-        ORDER BY m.sent_at DESC, m.id DESC LIMIT %(limit)s
-    """
-    return list(Message.objects.raw(sql, params))
+        """
+        channels = dict(Conversation.objects.filter(organization=organization, contact=contact)
+                        .values_list("id", "channel"))
+    else:
+        branches = []
+        for index, conversation_id in enumerate(conversations):
+            params[f"conversation_{index}"] = conversation_id
+            branches.append(
+                f"(SELECT m.* FROM messages m WHERE {' AND '.join(where)} "
+                f"AND m.conversation_id = %(conversation_{index})s ORDER BY m.sent_at DESC, m.id DESC LIMIT %(limit)s)"
+            )
+        sql = f"SELECT * FROM ({' UNION ALL '.join(branches)}) m ORDER BY m.sent_at DESC, m.id DESC LIMIT %(limit)s"
+        channels = conversations
+    rows = list(Message.objects.raw(sql, params))
+    for row in rows:
+        row.conversation_channel = channels.get(row.conversation_id, "")
+    return rows
 
 
 def timeline_search(*, organization: Organization, contact: Contact, search: str) -> list:

@@ -127,7 +127,9 @@ def timeline_keys(organization, contact, kind, limit=3):
             after = page.next_cursor
 
 
-def test_timeline_interleaves_appointments_and_messages_newest_first_across_pages(org_a):
+@pytest.mark.parametrize("union_cap", [100, 1], ids=["union-per-conversation", "lateral-for-many-conversations"])
+def test_timeline_interleaves_appointments_and_messages_newest_first_across_pages(org_a, union_cap, monkeypatch):
+    monkeypatch.setattr("messaging.selectors.MAX_UNION_CONVERSATIONS", union_cap)
     patient = factories.contact(org_a)
     whatsapp, web = factories.conversation(org_a, patient), factories.conversation(org_a, patient,
                                                                                  channel="Channel::WebWidget")
@@ -148,7 +150,9 @@ def test_timeline_interleaves_appointments_and_messages_newest_first_across_page
     assert seen == expected
 
 
-def test_timeline_kind_filter(org_a):
+@pytest.mark.parametrize("union_cap", [100, 0], ids=["union-per-conversation", "lateral-for-many-conversations"])
+def test_timeline_kind_filter(org_a, union_cap, monkeypatch):
+    monkeypatch.setattr("messaging.selectors.MAX_UNION_CONVERSATIONS", union_cap)
     patient = factories.contact(org_a)
     thread = factories.conversation(org_a, patient)
     booked = factories.appointment(org_a, patient, NOW + timedelta(days=2))
