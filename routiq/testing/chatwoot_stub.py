@@ -220,6 +220,14 @@ class ChatwootStub:
         with self._lock:
             self._raw[(kind, int(record_id))] = fields
 
+    def wait_for_webhooks(self, count: int, timeout: float = 5.0) -> list[tuple[int, bytes]]:
+        """Wait until ``count`` echo deliveries have been answered (they are sent after the POST's answer, as
+        Chatwoot's background job sends them); returns the answers."""
+        deadline = time.monotonic() + timeout
+        while len(self.webhook_responses) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.webhook_responses)
+
     # -- state API ------------------------------------------------------------------------
     def add_inbox(self, name: str, channel_type: str = "Channel::Api") -> dict:
         with self._lock:

@@ -1,0 +1,69 @@
+"""Chatwoot sync jobs: the scheduler's fan-out, the chain of resources, and a job run end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from messaging.jobs import enqueue_full_syncs, enqueue_incremental_syncs, sync_chatwoot
+from messaging.tests.chatwoot_helpers import connect, conversations
+from tenants.credentials import credential_set
+from tenants.models import SyncLog, SyncStatus
+from tenants.rls.binding import bind_organization
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def sync_queue(empty_queue):
+    return empty_queue("sync")
+
+
+def test_fan_out_queues_the_three_resources_once(
+        org_a, org_b, chatwoot, sync_queue, private_networks, django_capture_on_commit_callbacks):
+    connect(org_a, chatwoot)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        count = enqueue_incremental_syncs()
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_incremental_syncs()  # a second tick while the first jobs wait: nothing new
+
+    assert count == 1
+    ids = [f"chatwoot-{org_a.pk}-{resource}" for resource in ("contacts", "conversations", "messages")]
+    assert set(sync_queue.job_ids) | set(sync_queue.deferred_job_registry.get_job_ids()) == set(ids)
+    # (The chain itself cannot be seen here: inside the test's transaction django-rq defers every enqueue to
+    # commit and hands back no job to depend on.)
+    assert sync_queue.fetch_job(ids[2]).args == (str(org_a.pk), "messages", False)
+
+
+def test_the_weekly_run_is_full(org_a, chatwoot, sync_queue, private_networks, django_capture_on_commit_callbacks):
+    connect(org_a, chatwoot)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_full_syncs()
+
+    assert sync_queue.fetch_job(f"chatwoot-{org_a.pk}-contacts").args == (str(org_a.pk), "contacts", True)
+
+
+def test_a_job_syncs_its_organization(org_a, org_b, chatwoot, private_networks):
+    chatwoot.seed(conversations=6, seed=8)
+    connect(org_a, chatwoot)
+
+    results = [sync_chatwoot(str(org_a.pk), resource) for resource in ("contacts", "conversations", "messages")]
+
+    assert all(result.startswith("succeeded: sync log") for result in results)
+    assert len(conversations(org_a)) == 6
+    assert conversations(org_b) == {}
+
+
+def test_a_job_without_credential_is_skipped_and_a_bad_token_is_not_retried(org_a, chatwoot, private_networks):
+    assert sync_chatwoot(str(org_a.pk), "messages") == "skipped: no complete Chatwoot credential"
+
+    with bind_organization(org_a):
+        credential_set(organization=org_a, provider="chatwoot", secret="revoked-token", base_url=chatwoot.base_url,
+                       account_id="7")
+    result = sync_chatwoot(str(org_a.pk), "messages")
+
+    assert result.startswith("failed: chatwoot: credentials rejected (HTTP 401)")
+    with bind_organization(org_a):
+        log = SyncLog.objects.get(provider="chatwoot", resource="messages")
+    assert log.status == SyncStatus.FAILED and "401" in log.error
