@@ -76,9 +76,11 @@ class Message(OrganizationOwned):
 
     class Meta:
         db_table = "messages"
+        # Partitioned by month on sent_at (migration 0007): every unique key must contain sent_at, so the
+        # database's primary key is (id, sent_at) and upserts name (provider, external_id, sent_at).
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "provider", "external_id"], name="messages_external_unique"
+                fields=["provider", "external_id", "sent_at"], name="messages_external_sent_unique"
             )
         ]
         indexes = [

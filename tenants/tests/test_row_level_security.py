@@ -51,28 +51,37 @@ def test_every_table_with_organization_id_has_forced_rls(org_a):
             [org_a.schema_name],
         )
         tables = {name: (enabled, forced) for name, enabled, forced in cursor.fetchall()}
-        # audit_logs is partitioned by month (tenants/migrations/0006). A query naming a partition is checked
-        # against the partition's own policies, so every partition must carry forced RLS and the parent's policy.
-        cursor.execute(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = 'public.audit_logs'::regclass"
-        )
-        audit_partitions = [name for (name,) in cursor.fetchall()]
-        policies = {}
-        for table in ["audit_logs", *audit_partitions]:
+        # audit_logs (tenants/migrations/0006) and each organization's messages (messaging/migrations/0007) are
+        # partitioned by month. A query naming a partition is checked against the partition's own policies,
+        # not the parent's, so every partition must carry forced RLS and the parent's policies.
+        partitions, policies = {}, {}
+        for schema, parent in (("public", "audit_logs"), (org_a.schema_name, "messages")):
             cursor.execute(
-                "SELECT policyname, permissive, roles, cmd, qual, with_check FROM pg_policies "
-                "WHERE schemaname = 'public' AND tablename = %s ORDER BY policyname",
-                [table],
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = %s::regclass",
+                [f'"{schema}".{parent}'],
             )
-            policies[table] = cursor.fetchall()
-    assert "audit_logs_default" in audit_partitions
+            partitions[parent] = [name for (name,) in cursor.fetchall()]
+            for table in [parent, *partitions[parent]]:
+                cursor.execute(
+                    "SELECT policyname, permissive, roles, cmd, qual, with_check FROM pg_policies "
+                    "WHERE schemaname = %s AND tablename = %s ORDER BY policyname",
+                    [schema, table],
+                )
+                policies[table] = cursor.fetchall()
+    assert "audit_logs_default" in partitions["audit_logs"]
+    assert "messages_default" in partitions["messages"]
+    assert len(partitions["messages"]) >= 5  # the default, this month and the next three
     assert tables == {
-        table: (True, True) for table in [*ALL_TABLES, *TRIGGER_MAINTAINED_TABLES, *audit_partitions]
+        table: (True, True)
+        for table in [*ALL_TABLES, *TRIGGER_MAINTAINED_TABLES, *partitions["audit_logs"], *partitions["messages"]]
     }
-    assert policies["audit_logs"]
-    for partition in audit_partitions:
-        assert policies[partition] == policies["audit_logs"], partition
+    for parent, children in partitions.items():
+        assert policies[parent]
+        for partition in children:
+            assert policies[partition] == policies[parent], partition
+    # Tenant tables never get the platform door, partitions included.
+    assert [policy[0] for policy in policies["messages"]] == ["organization_isolation"]
 
 
 @pytest.mark.parametrize("table", ALL_TABLES)
