@@ -273,6 +273,8 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": 24 * 3600},
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",
      "every_seconds": 24 * 3600},
+    {"name": "message-partitions", "func": "messaging.partitions.create_message_partitions",
+     "every_seconds": 24 * 3600},
     {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
     {"name": "session-record-pruning", "func": "tenants.maintenance_jobs.prune_session_records",
      "every_seconds": 24 * 3600},
