@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
+from messaging.chatwoot_records import message_row
+from messaging.services import messages_upsert
 from messaging.sync import chatwoot_client
 from messaging.tests.chatwoot_helpers import client_for, connect, conversations, messages, run, run_all
 from patients.models import Contact
@@ -202,4 +204,22 @@ def test_a_second_run_changes_nothing(org_a, chatwoot, private_networks):
     again = run_all(org_a, client, full=True)
 
     assert [(log.created_count, log.updated_count) for log in again[1:]] == [(0, 0), (0, 0)]
+    assert_database_equals_server(org_a, chatwoot)
+
+
+def test_a_message_that_came_by_webhook_does_not_hide_the_ones_before_it(org_a, chatwoot, private_networks):
+    chatwoot.seed(conversations=3, seed=6)
+    client = client_for(chatwoot)
+    run(org_a, client, "messages")
+    chatwoot.advance(hours=2)
+    conversation = chatwoot.all_conversations()[0]
+    missed = [chatwoot.add_message(conversation["id"], f"missed {n}") for n in range(2)]
+    delivered = chatwoot.add_message(conversation["id"], "delivered by webhook")
+    with bind_organization(org_a):  # the webhook path: the same mapping and upsert
+        messages_upsert(organization=org_a, rows=[message_row(chatwoot.message_webhook_payload(delivered["id"]))])
+
+    log = run(org_a, client, "messages")
+
+    assert log.created_count == 2
+    assert {str(m["id"]) for m in missed} <= set(messages(org_a))
     assert_database_equals_server(org_a, chatwoot)
