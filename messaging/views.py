@@ -11,21 +11,23 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from messaging import selectors
+from messaging.matching import contact_link, contact_unlink
 from messaging.models import Conversation
 from messaging.selectors import CONTACT_KINDS, STATUSES, THREAD_ORDERS, InboxQuery
-from routiq.http import VendorError
+from messaging.services import ReplyNotPossible, reply_send
+from patients.selectors import patient_get
+from routiq.http import VendorError, VendorResponseError, VendorUnavailable
 from tenants.audit import audit_record
 from tenants.permissions import organization_admin_required
 
 MAX_REPLY_LENGTH = 10_000
-REPLYABLE_PROVIDERS = {"chatwoot"}  # ManyChat has no free-form reply in its API outside its 24-hour window
+REPLYABLE_PROVIDERS = {"chatwoot"}  # ManyChat conversations are answered in ManyChat (flows), not here
 
 
 def parse_uuid(value: str, what: str) -> uuid.UUID:
@@ -77,9 +79,7 @@ def conversation_reply(request, conversation_id: str):
     conversation = selectors.conversation_get(organization=request.organization,
                                               conversation_id=parse_uuid(conversation_id, "conversation"))
     form = ReplyForm(request.POST)
-    if conversation.provider not in REPLYABLE_PROVIDERS:
-        messages.error(request, "Replies to this channel are sent from ManyChat.")
-    elif not form.is_valid():
+    if not form.is_valid():
         messages.error(request, "Write a message first (at most 10,000 characters).")
     else:
         send_reply(request, conversation, form.cleaned_data["content"], private=form.cleaned_data["private"])
@@ -89,16 +89,19 @@ def conversation_reply(request, conversation_id: str):
 
 
 def send_reply(request, conversation: Conversation, content: str, *, private: bool) -> None:
-    from messaging.services import reply_send
-
     try:
         reply_send(organization=request.organization, conversation=conversation, content=content, private=private,
                    actor=request.user)
+    except (VendorUnavailable, VendorResponseError) as exc:
+        # A timeout or a garbled answer: Chatwoot may have taken it, and then its echo brings it in. The
+        # service never sends twice; the person is told to look before sending it again.
+        messages.error(request, f"Chatwoot did not confirm the message ({exc.summary}). It may still arrive: "
+                                "check this thread in a minute before sending it again.")
     except VendorError as exc:
         # The summary names the kind of failure and the status, never the vendor's text.
-        messages.error(request, f"Chatwoot did not take the message: {exc.summary}. Nothing was sent.")
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, f"Chatwoot did not take the message ({exc.summary}). Nothing was sent.")
+    except ReplyNotPossible as exc:  # written for people: not connected, not a Chatwoot conversation, …
+        messages.error(request, str(exc))
     else:
         messages.success(request, "Private note added." if private else "Reply sent.")
 
@@ -122,8 +125,6 @@ def matches(request):
 @require_POST
 @organization_admin_required
 def match_link(request, candidate_id: int):
-    from messaging.matching import contact_link
-
     candidate = selectors.match_candidate_get(organization=request.organization, candidate_id=candidate_id)
     try:
         contact_link(organization=request.organization, lead=candidate.lead, patient=candidate.patient,
@@ -143,9 +144,6 @@ UNLINKABLE = {"chatwoot": "Chatwoot", "manychat": "ManyChat"}
 def match_unlink(request, patient_id: str):
     """"This is not that patient": the patient's Chatwoot or ManyChat contact becomes a lead of its own again,
     and stays apart across syncs."""
-    from messaging.matching import contact_unlink
-    from patients.selectors import patient_get
-
     patient = patient_get(organization=request.organization, patient_id=parse_uuid(patient_id, "patient"))
     provider = request.POST.get("provider", "")
     if provider not in UNLINKABLE:

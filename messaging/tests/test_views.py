@@ -173,7 +173,7 @@ def test_a_reply_to_a_manychat_thread_is_refused_with_a_message(client, mint, or
     response = client.post(f"/conversations/{thread.pk}/reply/", {"content": "hi"}, follow=True,
                            **bearer(mint(org_a)))
 
-    assert response.status_code == 200 and b"Replies to this channel are sent from ManyChat." in response.content
+    assert response.status_code == 200 and b"Only Chatwoot conversations can be answered here." in response.content
     with bind_organization(org_a):
         assert not thread.messages.exists()
 
@@ -337,3 +337,107 @@ def test_members_do_not_see_the_unlink_button(client, mint, org_a, ava):
     page = client.get(f"/patients/{ava.pk}/", **bearer(mint(org_a, role="member", user_id="user_test_member")))
 
     assert b"Chatwoot contact 321" in page.content and b"/unlink/" not in page.content
+
+
+# --- replies through Chatwoot (a local server speaking its API) -----------------------------------------
+
+@pytest.fixture
+def chatwoot_thread(org_a, chatwoot, private_networks):
+    """A Chatwoot conversation synced into clinic A, with Chatwoot connected."""
+    from messaging.tests.chatwoot_helpers import client_for, connect, conversations, run
+
+    connect(org_a, chatwoot)
+    contact = chatwoot.add_contact("Reply Person", phone_number="+61400222333")
+    remote = chatwoot.add_conversation(contact["id"])
+    chatwoot.add_message(remote["id"], "Can I book for Friday?")
+    run(org_a, client_for(chatwoot), "messages")
+    return conversations(org_a)[str(remote["id"])]
+
+
+def chatwoot_posts(stub):
+    return [request for request in stub.requests if request.method == "POST"]
+
+
+def test_a_member_replies_and_the_message_is_sent_once_and_shown(client, mint, org_a, chatwoot, chatwoot_thread):
+    token = mint(org_a, role="member", user_id="user_test_member")
+
+    response = client.post(f"/conversations/{chatwoot_thread.pk}/reply/", {"content": "Friday 9:30 is yours."},
+                           **bearer(token))
+    thread = client.get(response["Location"], **bearer(token))
+
+    assert response.status_code == 302 and response["Location"] == f"/conversations/{chatwoot_thread.pk}/"
+    assert len(chatwoot_posts(chatwoot)) == 1
+    body = thread.content.decode()
+    assert "Reply sent." in body and body.count("Friday 9:30 is yours.") == 1
+    with bind_organization(org_a):
+        sent = chatwoot_thread.messages.get(content="Friday 9:30 is yours.")
+        assert (sent.direction, sent.private) == ("outbound", False)
+        assert AuditLog.objects.filter(action="message.sent", object_id=str(chatwoot_thread.pk)).count() == 1
+
+
+def test_the_webhook_echo_of_a_reply_adds_no_second_message(client, mint, org_a, chatwoot, chatwoot_thread):
+    from messaging.chatwoot_records import message_row
+    from messaging.services import messages_upsert
+
+    client.post(f"/conversations/{chatwoot_thread.pk}/reply/", {"content": "See you then"}, **bearer(mint(org_a)))
+    with bind_organization(org_a):
+        sent = chatwoot_thread.messages.get(content="See you then")
+        messages_upsert(organization=org_a,
+                        rows=[message_row(chatwoot.message_webhook_payload(int(sent.external_id)))])
+
+    thread = client.get(f"/conversations/{chatwoot_thread.pk}/", **bearer(mint(org_a)))
+
+    assert thread.content.decode().count("See you then") == 1
+    assert len(thread.context["page"].messages) == 2
+
+
+def test_a_private_note_is_sent_as_one_and_marked(client, mint, org_a, chatwoot, chatwoot_thread):
+    client.post(f"/conversations/{chatwoot_thread.pk}/reply/", {"content": "Prefers mornings", "private": "1"},
+                **bearer(mint(org_a)))
+    thread = client.get(f"/conversations/{chatwoot_thread.pk}/", **bearer(mint(org_a)))
+
+    import json
+    assert json.loads(chatwoot_posts(chatwoot)[0].body)["private"] is True
+    body = thread.content.decode()
+    assert "Private note added." in body
+    note = body[body.rindex("<li", 0, body.index("Prefers mornings")):]
+    assert "private" in note[:80] and "Private note" in note[:400]
+
+
+def test_a_reply_from_the_patient_timeline_comes_back_to_it(client, mint, org_a, chatwoot, chatwoot_thread):
+    with bind_organization(org_a):  # Reply Person is a lead; make them a patient so the timeline exists
+        Contact.objects.filter(pk=chatwoot_thread.contact_id).update(cliniko_patient_id=99001)
+
+    response = client.post(f"/conversations/{chatwoot_thread.pk}/reply/", {"content": "Booked!", "back": "patient"},
+                           **bearer(mint(org_a)))
+    timeline = client.get(response["Location"], **bearer(mint(org_a)))
+
+    assert response["Location"] == f"/patients/{chatwoot_thread.contact_id}/#timeline"
+    assert b"Reply sent." in timeline.content and b"Booked!" in timeline.content
+
+
+@pytest.mark.parametrize(("status", "says"), [
+    (503, b"Chatwoot did not confirm the message (vendor unavailable (HTTP 503)). It may still arrive"),
+    (422, b"Chatwoot did not take the message"),
+])
+def test_a_reply_chatwoot_refuses_records_nothing_and_says_so(client, mint, org_a, chatwoot, chatwoot_thread, status,
+                                                             says):
+    chatwoot.queue_faults("status", 3, status=status, path_contains="/messages")
+
+    response = client.post(f"/conversations/{chatwoot_thread.pk}/reply/", {"content": "Hello?"}, follow=True,
+                           **bearer(mint(org_a)))
+
+    assert response.status_code == 200
+    assert says in response.content
+    assert len(chatwoot_posts(chatwoot)) == 1  # never sent twice
+    with bind_organization(org_a):
+        assert not chatwoot_thread.messages.filter(content="Hello?").exists()
+
+
+def test_a_reply_without_a_chatwoot_connection_says_so(client, mint, org_a, ava_thread):
+    response = client.post(f"/conversations/{ava_thread.pk}/reply/", {"content": "hi"}, follow=True,
+                           **bearer(mint(org_a)))
+
+    assert b"Chatwoot is not connected for this clinic." in response.content
+    with bind_organization(org_a):
+        assert ava_thread.messages.count() == 3
