@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import transaction
-from rq.job import Job
+from rq.job import Dependency, Job
 
 from messaging.sync import PROVIDER, RESOURCES, chatwoot_client
 from messaging.sync import sync_chatwoot as run_chatwoot_sync
@@ -24,13 +24,15 @@ def sync_chatwoot(organization_id: str, resource: str, full: bool = False) -> st
     return run_bound_sync(organization_id, run)
 
 
-def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False) -> list[Job]:
-    """Contacts, then conversations, then messages (each waits for the one before), after the current
-    transaction. A resource already queued or running is not queued again (deterministic job ids)."""
+def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False, after: Job | None = None) -> list[Job]:
+    """Contacts, then conversations, then messages (each waits for the one before; the first for ``after``,
+    e.g. the Cliniko patients sync its contacts match against), after the current transaction. A resource
+    already queued or running is not queued again (deterministic job ids)."""
     jobs: list[Job] = []
 
     def enqueue():
-        previous = None
+        # Run even if ``after`` failed: it only makes the first run better, never possible.
+        previous = Dependency(jobs=[after], allow_failure=True) if after is not None else None
         for resource in RESOURCES:
             job = enqueue_once(SYNC_QUEUE, sync_chatwoot, str(organization.pk), resource, full,
                                job_id=job_id_for(PROVIDER, organization.pk, resource), depends_on=previous)

@@ -8,6 +8,7 @@ through the same client, pacing, upserts and checkpoints as production. Idempote
 
 from __future__ import annotations
 
+from messaging.jobs import enqueue_chatwoot_sync
 from patients.jobs import enqueue_organization_sync
 from tenants.credentials import credential_set
 from tenants.models import Organization, OrganizationMember, User
@@ -19,10 +20,13 @@ DEMO_ORGANIZATIONS = [
     {"name": "Summit Chiro", "clerk_org_id": "org_demo_summit", "slug": "summit-chiro"},
 ]
 DEMO_CLINIKO_KEY = "demo-key"
+DEMO_CHATWOOT_TOKEN = "demo-chatwoot-token"
+DEMO_CHATWOOT_ACCOUNT_ID = "1"
 
 
-def load_demo(*, cliniko_urls: dict[str, str]) -> list[Organization]:
-    """``cliniko_urls`` maps a demo clerk_org_id to the base URL of its Cliniko stand-in server."""
+def load_demo(*, cliniko_urls: dict[str, str], chatwoot_urls: dict[str, str] | None = None) -> list[Organization]:
+    """``cliniko_urls`` / ``chatwoot_urls`` map a demo clerk_org_id to the base URL of its stand-in server."""
+    chatwoot_urls = chatwoot_urls or {}
     organizations = []
     for spec in DEMO_ORGANIZATIONS:
         organization = Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).first()
@@ -34,7 +38,13 @@ def load_demo(*, cliniko_urls: dict[str, str]) -> list[Organization]:
             with bind_organization(organization):
                 credential_set(organization=organization, provider="cliniko", secret=DEMO_CLINIKO_KEY,
                                base_url=cliniko_urls[spec["clerk_org_id"]], actor_label="demo")
-            enqueue_organization_sync(organization)
+        cliniko_jobs = enqueue_organization_sync(organization) if spec["clerk_org_id"] in cliniko_urls else []
+        if spec["clerk_org_id"] in chatwoot_urls:
+            with bind_organization(organization):
+                credential_set(organization=organization, provider="chatwoot", secret=DEMO_CHATWOOT_TOKEN,
+                               base_url=chatwoot_urls[spec["clerk_org_id"]], account_id=DEMO_CHATWOOT_ACCOUNT_ID,
+                               actor_label="demo")
+            enqueue_chatwoot_sync(organization, after=cliniko_jobs[0] if cliniko_jobs else None)
     return organizations
 
 

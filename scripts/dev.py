@@ -101,13 +101,17 @@ def run_portal(env: dict[str, str], port: int) -> int:
     env = {
         "DEBUG": "1",
         "CLERK_AUTHORIZED_PARTIES": f"http://127.0.0.1:{port},http://localhost:{port}",
+        # The demo's Chatwoot stand-ins listen on 127.0.0.1, which a clinic-chosen URL may not name otherwise.
+        "VENDOR_ALLOW_PRIVATE_NETWORKS": "1",
         **env,
     }
     setup_database(env)
     manage(env, "migrate_schemas", "--shared", as_owner=True)
     manage(env, "migrate_schemas", "--tenant", as_owner=True)
-    # One Cliniko stand-in per demo clinic: the demo's patients arrive through a real sync.
+    # One Cliniko stand-in per demo clinic: the demo's patients arrive through a real sync. And one Chatwoot
+    # stand-in, whose conversations are mostly with those same patients, so the timeline shows both.
     stubs = {"org_demo_harbour": (port + 765, 420, 11), "org_demo_summit": (port + 766, 260, 12)}
+    chatwoot_stubs = {"org_demo_harbour": (port + 775, 45, 21), "org_demo_summit": (port + 776, 30, 22)}
     owner_env = {**env, "DATABASE_URL": env["DATABASE_OWNER_URL"]}
     processes: list[subprocess.Popen] = []
     try:
@@ -115,7 +119,13 @@ def run_portal(env: dict[str, str], port: int) -> int:
             processes.append(subprocess.Popen(
                 [PYTHON, "-m", "routiq.testing.cliniko_stub", "--port", str(stub_port), "--api-key", "demo-key",
                  "--seed-patients", str(patients), "--seed", str(seed)], env=env, cwd=ROOT))
+        for org, (stub_port, conversations, seed) in chatwoot_stubs.items():
+            processes.append(subprocess.Popen(
+                [PYTHON, "-m", "routiq.testing.chatwoot_stub", "--port", str(stub_port), "--api-token",
+                 "demo-chatwoot-token", "--account-id", "1", "--seed-conversations", str(conversations),
+                 "--seed", str(seed), "--cliniko-url", f"http://127.0.0.1:{stubs[org][0]}/v1"], env=env, cwd=ROOT))
         manage(env, "load_demo", *[f"--cliniko={org}=http://127.0.0.1:{p}/v1" for org, (p, _, _) in stubs.items()],
+               *[f"--chatwoot={org}=http://127.0.0.1:{p}" for org, (p, _, _) in chatwoot_stubs.items()],
                as_owner=True)
         for command, process_env in (
             (["runserver", f"127.0.0.1:{port}", "--noreload"], env),

@@ -331,11 +331,14 @@ class ChatwootStub:
                     if m["conversation_id"] == int(display_id)]
 
     def seed(self, *, conversations: int = 20, messages_per_conversation: tuple[int, int] = (2, 8),
-             seed: int = 42) -> None:
+             seed: int = 42, people: Iterable[dict] = ()) -> None:
         """Realistic clinic chat: a contact per conversation (Australian mobiles, most with an email), a mix
         of statuses and inboxes, inbound questions and outbound answers, a few private notes and an
-        attachment now and then. Message times end at the clock."""
+        attachment now and then. Message times end at the clock. ``people`` ({"name", "phone_number",
+        "email"}): contacts to write as first (e.g. the clinic's patients, so matching links them); the other
+        conversations get made-up people, who become leads."""
         rng = random.Random(seed)
+        people = list(people)
         with self._lock:
             if len(self._inboxes) == 1:
                 self.add_inbox("Website chat", "Channel::WebWidget")
@@ -347,10 +350,15 @@ class ChatwootStub:
             for n in range(conversations):
                 first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
                 digits = f"{rng.randrange(10**8):08d}"
-                contact = self.add_contact(
-                    f"{first} {last}", phone_number=f"+614{digits}",
-                    email=None if rng.random() < 0.3 else f"{first.lower()}.{last.lower()}{n}@example.com".replace(
-                        "'", "").replace("ë", "e").replace("á", "a"))
+                if n < len(people):
+                    person = people[n]
+                    contact = self.add_contact(person.get("name") or "", phone_number=person.get("phone_number"),
+                                               email=person.get("email"))
+                else:
+                    contact = self.add_contact(
+                        f"{first} {last}", phone_number=f"+614{digits}",
+                        email=None if rng.random() < 0.3 else f"{first.lower()}.{last.lower()}{n}@example.com"
+                        .replace("'", "").replace("ë", "e").replace("á", "a"))
                 conversation = self.add_conversation(
                     contact["id"], inbox_id=rng.choice(inbox_ids), status=rng.choice(("open", "open", "pending",
                                                                                       "resolved", "snoozed")),
@@ -646,6 +654,39 @@ def signed_webhook_post(url: str, secret: str | None, payload: dict | bytes, *, 
         return 0, str(exc).encode()
 
 
+def cliniko_people(base_url: str, api_key: str, *, limit: int, wait: float = 30.0) -> list[dict]:
+    """Up to ``limit`` patients of a Cliniko (stand-in) API as Chatwoot contacts (name, phone, email): the
+    demo's chats then come from the clinic's own patients. Waits for the server to come up."""
+    import base64
+
+    if limit < 1:
+        return []
+    auth = base64.b64encode(f"{api_key}:".encode()).decode()
+    request = Request(f"{base_url.rstrip('/')}/patients?per_page={min(limit, 100)}",  # noqa: S310
+                      headers={"Authorization": f"Basic {auth}", "Accept": "application/json",
+                               "User-Agent": "RoutIQ demo (demo@routiq.example)"})
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urlopen(request, timeout=5) as response:  # noqa: S310
+                patients = json.loads(response.read())["patients"]
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(0.5)
+    people = []
+    for patient in patients:
+        # Chatwoot keeps phone numbers in E.164; the demo's Cliniko patients are Australian.
+        digits = ["".join(ch for ch in p["number"] if ch.isdigit())
+                  for p in patient.get("patient_phone_numbers") or [] if p.get("number")]
+        phones = [f"+61{d[1:]}" if d.startswith("0") else f"+{d}" for d in digits if d]
+        if phones or patient.get("email"):
+            people.append({"name": f"{patient.get('first_name') or ''} {patient.get('last_name') or ''}".strip(),
+                           "phone_number": phones[0] if phones else None, "email": patient.get("email")})
+    return people[:limit]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the Chatwoot API stand-in in the foreground.")
     parser.add_argument("--port", type=int, default=8775)
@@ -654,11 +695,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-conversations", type=int, default=0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--webhook-url", default=None, help="where to POST the echo of a reply (message_created)")
+    parser.add_argument("--cliniko-url", default=None,
+                        help="a Cliniko (stand-in) API whose patients write first, so the demo links them")
+    parser.add_argument("--cliniko-key", default="demo-key")
     parser.add_argument("--webhook-secret", default=None)
     args = parser.parse_args(argv)
     stub = ChatwootStub(api_token=args.api_token, account_id=args.account_id, port=args.port,
                         clock=datetime.now(UTC), webhook_url=args.webhook_url, webhook_secret=args.webhook_secret)
-    stub.seed(conversations=args.seed_conversations, seed=args.seed)
+    people = cliniko_people(args.cliniko_url, args.cliniko_key, limit=args.seed_conversations * 2 // 3) \
+        if args.cliniko_url else []
+    stub.seed(conversations=args.seed_conversations, seed=args.seed, people=people)
     print(f"Chatwoot stand-in at {stub.base_url} (account {stub.account_id}); Ctrl-C to stop", flush=True)
     with stub:
         try:
