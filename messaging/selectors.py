@@ -16,6 +16,7 @@ from datetime import datetime
 from django.http import Http404
 
 from messaging.models import Conversation, ConversationStatus, Message
+from messaging.search import message_search
 from patients.cursors import decode_cursor, encode_cursor
 from patients.models import Appointment, Contact, ContactMatchCandidate
 from patients.selectors import clean_search
@@ -176,10 +177,9 @@ def inbox_page(*, organization: Organization, query: InboxQuery) -> InboxPage:
 
 
 def _inbox_search(*, organization: Organization, query: InboxQuery) -> InboxPage:
-    """The conversations of the best matching messages (one page: the search is capped, not paged), each with
-    its matching snippets, in the order of their first hit."""
-    from messaging.search import message_search
-
+    """The conversations of the newest matching messages (one page: the search is capped, not paged), each with
+    its matching snippets, newest hit first. The other filters apply to those conversations, so a filtered
+    search can show fewer than the cap; the page then says more may match."""
     hits = message_search(organization=organization, query=query.search, limit=SEARCH_LIMIT)
     snippets: dict[str, list] = {}
     for hit in hits:
@@ -467,9 +467,7 @@ def _timeline_messages(organization, contact, cursor, limit, private: bool | Non
 
 
 def timeline_search(*, organization: Organization, contact: Contact, search: str) -> list:
-    """The patient's messages matching ``search`` (highlighted snippets), best first, capped."""
-    from messaging.search import message_search
-
+    """The patient's messages matching ``search`` (highlighted snippets), newest first, capped."""
     return message_search(organization=organization, query=search, contact_id=contact.pk, limit=SEARCH_LIMIT)
 
 

@@ -159,3 +159,15 @@ def test_unlinking_another_clinics_patient_is_404_and_changes_nothing(client, mi
 
     assert response.status_code == 404
     assert snapshot(org_b) == before
+
+
+def test_searching_never_finds_another_clinics_messages(client, mint, org_a, org_b, clinic_a, clinic_b):
+    token = mint(org_a)
+
+    inbox = client.get("/conversations/", {"q": SECRET}, **bearer(token))
+    timeline = client.get(f"/patients/{clinic_a['patient'].pk}/", {"q": SECRET}, **bearer(token))
+    theirs = client.get("/conversations/", {"q": SECRET}, **bearer(mint(org_b)))
+
+    assert inbox.context["page"].conversations == [] and timeline.context["hits"] == []
+    assert str(clinic_b["thread"].pk).encode() not in inbox.content
+    assert [c.pk for c in theirs.context["page"].conversations] == [clinic_b["thread"].pk]  # the word is there

@@ -441,3 +441,57 @@ def test_a_reply_without_a_chatwoot_connection_says_so(client, mint, org_a, ava_
     assert b"Chatwoot is not connected for this clinic." in response.content
     with bind_organization(org_a):
         assert ava_thread.messages.count() == 3
+
+
+# --- message search (messaging.search: full text in the organization's language, highlighted) -----------
+
+@pytest.fixture
+def searchable(org_a, ava, ava_thread):
+    other = factories.contact(org_a, "Olly", "Other")
+    other_thread = factories.conversation(org_a, other, status="resolved")
+    factories.message(org_a, other_thread, NOW - timedelta(hours=1),
+                      "Where is my invoice & receipt <script>alert(1)</script>?")
+    factories.message(org_a, other_thread, NOW - timedelta(hours=2), "Nothing to see")
+    return other_thread
+
+
+def test_inbox_search_lists_the_conversations_of_matching_messages_with_highlights(client, mint, org_a, ava_thread,
+                                                                                  searchable):
+    response = client.get("/conversations/", {"q": "invoice"}, **bearer(mint(org_a)))
+
+    body = response.content.decode()
+    assert thread_links(response) == [str(ava_thread.pk), str(searchable.pk)]  # newest hit first
+    assert "<mark>invoice</mark>" in body
+    assert "<script>alert" not in body and "<mark>invoice</mark> &amp; receipt" in body  # escaped, then marked
+    assert re.search(r'href="/conversations/messages/\d+/"', body)
+    assert 'hx-trigger="every 15s"' not in body  # a search result does not reshuffle under the reader
+
+
+def test_inbox_search_obeys_the_other_filters(client, mint, org_a, ava_thread, searchable):
+    response = client.get("/conversations/", {"q": "invoice", "status": "resolved"}, **bearer(mint(org_a)))
+
+    assert thread_links(response) == [str(searchable.pk)]
+
+
+def test_inbox_search_with_no_match_says_so(client, mint, org_a, ava_thread, searchable):
+    response = client.get("/conversations/", {"q": "zebra"}, **bearer(mint(org_a)))
+
+    assert thread_links(response) == [] and b"No conversations match." in response.content
+
+
+def test_timeline_search_finds_only_this_patients_messages(client, mint, org_a, ava, ava_thread, searchable):
+    response = client.get(f"/patients/{ava.pk}/", {"q": "invoice"}, **bearer(mint(org_a)))
+
+    body = response.content.decode()
+    hits = body[body.index("Messages matching"):body.index('<ol class="timeline">')]
+    assert "<mark>invoice</mark>" in hits and "Check her last" in hits
+    assert "Where is my" not in hits and "alert" not in hits
+
+
+def test_a_capped_search_says_more_may_match(client, mint, org_a, ava_thread, searchable, monkeypatch):
+    monkeypatch.setattr("messaging.selectors.SEARCH_LIMIT", 1)
+
+    response = client.get("/conversations/", {"q": "invoice"}, **bearer(mint(org_a)))
+
+    assert thread_links(response) == [str(ava_thread.pk)]
+    assert b"showing the conversations of the newest matches only" in response.content
