@@ -1,10 +1,13 @@
 from django.urls import path
 
-from messaging import views
+from messaging import views, webhooks
 
 app_name = "messaging"
 
 urlpatterns = [
+    # The token names the organization (the vendors send nothing else we could trust): see messaging/webhooks.py.
+    path("webhooks/chatwoot/<str:token>/", webhooks.chatwoot_webhook, name="chatwoot-webhook"),
+    path("webhooks/manychat/<str:token>/", webhooks.manychat_webhook, name="manychat-webhook"),
     path("conversations/", views.inbox, name="inbox"),
     path("conversations/matches/", views.matches, name="matches"),
     path("conversations/matches/<int:candidate_id>/link/", views.match_link, name="match-link"),

@@ -64,3 +64,12 @@ def credential_form(provider: str, data=None, *, credential: ApiCredential | Non
     form_class = FORMS.get(provider, CredentialForm)
     initial = {"base_url": credential.base_url, "account_id": credential.account_id} if credential else {}
     return form_class(data, prefix=provider, credential=credential, initial=initial)
+
+
+class WebhookSecretForm(forms.Form):
+    """The vendor's webhook secret: write-only like the credential's secret (never rendered back)."""
+
+    webhook_secret = forms.CharField(
+        label="Webhook secret", required=False, strip=True, max_length=500,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )

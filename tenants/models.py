@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.contrib.auth.models import AbstractUser
@@ -44,6 +45,11 @@ class SubscriptionStatus(models.TextChoices):
     INCOMPLETE = "incomplete", "Incomplete"
 
 
+def new_webhook_token() -> str:
+    """The secret path segment of the organization's vendor webhook URLs (256 random bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
 class Organization(TenantMixin, TimestampedModel):
     """A clinic. Its id is the ``organization_id`` on every row it owns; its schema holds its patients."""
 
@@ -59,6 +65,9 @@ class Organization(TenantMixin, TimestampedModel):
     )
     subscription_current_period_end = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+    # Names the organization in /webhooks/<vendor>/<token>/: Chatwoot's and ManyChat's deliveries carry no
+    # trustworthy clinic id of their own. Rotatable (organization_webhook_token_rotate), never logged.
+    webhook_token = models.CharField(max_length=64, unique=True, default=new_webhook_token, editable=False)
 
     # Schemas are created by organization_create() (as the owner role); deactivation never drops one.
     auto_create_schema = True
@@ -147,6 +156,9 @@ class ApiCredential(TimestampedModel):
     provider = models.CharField(max_length=20, choices=Provider.choices)
     secret_ciphertext = models.TextField()
     secret_last4 = models.CharField(max_length=4, blank=True, default="")
+    # The vendor's webhook signing secret (Chatwoot: the account webhook's HMAC secret; ManyChat: a shared
+    # header value the clinic puts in its External Request), encrypted like the secret; '' = not configured.
+    webhook_secret_ciphertext = models.TextField(blank=True, default="")
     base_url = models.URLField(blank=True, default="")
     account_id = models.CharField(max_length=64, blank=True, default="")
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")

@@ -12,6 +12,10 @@ urlpatterns = [
     path("settings/integrations/<str:provider>/remove", integrations.credential_remove, name="credential-remove"),
     path("settings/integrations/<str:provider>/test", integrations.credential_test, name="credential-test"),
     path("settings/integrations/<str:provider>/sync", integrations.sync_now, name="sync-now"),
+    path("settings/integrations/webhook-token/rotate", integrations.webhook_token_rotate,
+         name="webhook-token-rotate"),
+    path("settings/integrations/<str:provider>/webhook-secret", integrations.webhook_secret_save,
+         name="webhook-secret-save"),
     # 404 unless settings.DEV_SIGN_IN_ENABLED (DEBUG on and no Clerk key): checked in the view, per request.
     path("dev/sign-in/", sign_in.dev_sign_in, name="dev-sign-in"),
 ]

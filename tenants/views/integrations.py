@@ -8,14 +8,20 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from tenants.connections import connection_report
 from tenants.credentials import credential_delete, credential_get, credential_set
-from tenants.forms import CredentialForm, credential_form
+from tenants.forms import CredentialForm, WebhookSecretForm, credential_form
 from tenants.models import ApiCredential, Provider, SyncLog
 from tenants.permissions import organization_admin_required
 from tenants.selectors import last_sync
+from tenants.webhook_endpoints import (
+    WEBHOOK_PROVIDERS,
+    credential_webhook_secret_set,
+    organization_webhook_token_rotate,
+)
 
 SYNCED_RESOURCES = {Provider.CLINIKO: ["patients", "appointments"],
                     Provider.CHATWOOT: ["contacts", "conversations", "messages"]}
@@ -28,6 +34,8 @@ class IntegrationCard:
     credential: ApiCredential | None
     form: CredentialForm
     last_syncs: list[SyncLog]
+    webhook_url: str = ""  # where the vendor delivers this organization's webhooks ('' = it sends none)
+    webhook_form: WebhookSecretForm | None = None
 
 
 def latest_syncs(organization, provider: str) -> list[SyncLog]:
@@ -50,8 +58,12 @@ def integrations(request):
     cards = []
     for provider, label in Provider.choices:
         credential = credential_get(organization=request.organization, provider=provider)
-        cards.append(IntegrationCard(provider, label, credential, credential_form(provider, credential=credential),
-                                     latest_syncs(request.organization, provider)))
+        card = IntegrationCard(provider, label, credential, credential_form(provider, credential=credential),
+                               latest_syncs(request.organization, provider))
+        if provider in WEBHOOK_PROVIDERS:
+            card.webhook_url = webhook_url(request, provider)
+            card.webhook_form = WebhookSecretForm(prefix=f"{provider}-webhook")
+        cards.append(card)
     return render(request, "tenants/integrations.html", {"cards": cards})
 
 
@@ -115,4 +127,40 @@ def sync_now(request, provider: str):
         return redirect("integrations")
     enqueue_organization_sync(request.organization, full=request.POST.get("full") == "1")
     messages.success(request, "Sync queued. Refresh this page to follow it.")
+    return redirect("integrations")
+
+
+def webhook_url(request, provider: str) -> str:
+    # Looked up by name so the page and the routes cannot disagree.
+    path = reverse(f"messaging:{provider}-webhook", kwargs={"token": request.organization.webhook_token})
+    return request.build_absolute_uri(path)
+
+
+@require_POST
+@organization_admin_required
+def webhook_token_rotate(request):
+    organization_webhook_token_rotate(organization=request.organization, actor=request.user, request=request)
+    messages.success(request, "New webhook URLs made: paste them into Chatwoot and ManyChat; the old ones "
+                              "no longer work.")
+    return redirect("integrations")
+
+
+@require_POST
+@organization_admin_required
+def webhook_secret_save(request, provider: str):
+    provider = provider_or_404(provider)
+    if provider not in WEBHOOK_PROVIDERS:
+        raise Http404("This provider sends no webhooks.")
+    if credential_get(organization=request.organization, provider=provider) is None:
+        messages.error(request, "Save a credential first.")
+        return redirect("integrations")
+    form = WebhookSecretForm(request.POST, prefix=f"{provider}-webhook")
+    remove = request.POST.get("remove") == "1"
+    if not form.is_valid() or not (remove or form.cleaned_data["webhook_secret"]):
+        messages.error(request, "Enter the webhook secret, or remove the stored one.")
+        return redirect("integrations")
+    credential_webhook_secret_set(organization=request.organization, provider=provider,
+                                  secret="" if remove else form.cleaned_data["webhook_secret"],
+                                  actor=request.user, request=request)
+    messages.success(request, f"{Provider(provider).label} webhook secret {'removed' if remove else 'saved'}.")
     return redirect("integrations")
