@@ -27,6 +27,7 @@ bench: install
 	$(PY) scripts/bench_tenancy.py
 	$(PY) scripts/bench_auth.py
 	$(PY) scripts/bench_patients.py
+	$(PY) scripts/bench_messaging.py
 
 clean:
 	-test -x $(PY) && $(PY) scripts/devservices.py down

@@ -138,15 +138,17 @@ def forward_sql(schema: str) -> list[str]:
         "FOR EACH STATEMENT EXECUTE FUNCTION messages_search_updated()",
         "CREATE TRIGGER messages_search_delete AFTER DELETE ON messages REFERENCING OLD TABLE AS old_rows "
         "FOR EACH STATEMENT EXECUTE FUNCTION messages_search_deleted()",
-        # Custom plans only: a common word is fastest by walking the time index and filtering, a rare one by the
-        # GIN index; a cached generic plan would pick one for both.
+        # Two statements. The hits come from the documents alone, planned afresh for each search (EXECUTE): a
+        # common word is fastest walking the time index newest first and stopping at the page, a rare one
+        # through the GIN index, and a cached generic plan would pick one for both. Then each hit's content
+        # is fetched by its key (id, sent_at), one partition each, for the snippet; joined in one statement,
+        # the planner hashed every partition of messages instead.
         f"""
         CREATE FUNCTION {s}.message_search(search_text text, only_conversation uuid, only_contact uuid,
                                            max_rows integer)
         RETURNS TABLE (message_id bigint, conversation_id uuid, sent_at timestamp with time zone, snippet text)
         LANGUAGE plpgsql STABLE SECURITY DEFINER
         SET search_path = {s}, pg_temp
-        SET plan_cache_mode = force_custom_plan
         AS $function$
         DECLARE
             bound_text text := current_setting('app.current_organization', true);
@@ -154,6 +156,9 @@ def forward_sql(schema: str) -> list[str]:
             config regconfig;
             query tsquery;
             wanted integer := least(greatest(coalesce(max_rows, 50), 1), {MAX_ROWS});
+            hit_ids bigint[];
+            hit_times timestamp with time zone[];
+            hit_conversations uuid[];
         BEGIN
             SELECT o.id, {config_case} INTO own_id, config
             FROM public.organizations o WHERE o.schema_name = {schema_literal} AND o.is_active;
@@ -166,23 +171,34 @@ def forward_sql(schema: str) -> list[str]:
             IF numnode(query) = 0 THEN
                 RETURN;
             END IF;
+            EXECUTE $hits$
+                SELECT array_agg(message_id ORDER BY sent_at DESC, message_id DESC),
+                       array_agg(sent_at ORDER BY sent_at DESC, message_id DESC),
+                       array_agg(conversation_id ORDER BY sent_at DESC, message_id DESC)
+                FROM (
+                    SELECT d.message_id, d.sent_at, d.conversation_id
+                    FROM {s}.message_search_documents d
+                    WHERE d.document @@ $1
+                      AND ($2::uuid IS NULL OR d.conversation_id = $2)
+                      AND ($3::uuid IS NULL OR d.conversation_id IN (
+                          SELECT c.id FROM {s}.conversations c WHERE c.contact_id = $3))
+                    ORDER BY d.sent_at DESC, d.message_id DESC
+                    LIMIT $4
+                ) hits
+            $hits$ INTO hit_ids, hit_times, hit_conversations
+            USING query, only_conversation, only_contact, wanted;
+            IF hit_ids IS NULL THEN
+                RETURN;
+            END IF;
             RETURN QUERY
-            WITH hits AS MATERIALIZED (
-                SELECT d.message_id, d.sent_at, d.conversation_id
-                FROM {s}.message_search_documents d
-                WHERE d.document @@ query
-                  AND (only_conversation IS NULL OR d.conversation_id = only_conversation)
-                  AND (only_contact IS NULL OR d.conversation_id IN (
-                      SELECT c.id FROM {s}.conversations c WHERE c.contact_id = only_contact))
-                ORDER BY d.sent_at DESC, d.message_id DESC
-                LIMIT wanted
-            )
-            SELECT h.message_id, h.conversation_id, h.sent_at,
+            SELECT h.id, h.conversation, h.at,
                    ts_headline(config, translate(m.content, U&'\\E000\\E001', ''), query,
                                {quote_literal(headline_options)})
-            FROM hits h
-            JOIN {s}.messages m ON m.id = h.message_id AND m.sent_at = h.sent_at  -- under messages' forced RLS
-            ORDER BY h.sent_at DESC, h.message_id DESC;
+            FROM unnest(hit_ids, hit_times, hit_conversations) WITH ORDINALITY AS h(id, at, conversation, position)
+            CROSS JOIN LATERAL (  -- under messages' forced RLS: the binding is checked once more
+                SELECT m.content FROM {s}.messages m WHERE m.id = h.id AND m.sent_at = h.at
+            ) m
+            ORDER BY h.position;
         END
         $function$
         """,
