@@ -8,6 +8,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from patients.models import Contact
+from routiq.testing.rows import TENANT_TABLES, TRIGGER_MAINTAINED_TABLES
 from tenants.models import AuditLog, Organization
 from tenants.rls.binding import bind_organization
 
@@ -36,15 +37,19 @@ def test_new_schema_has_forced_rls_on_every_tenant_table():
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = %s AND c.relkind = 'r' AND c.relrowsecurity AND c.relforcerowsecurity
+            SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped
+            WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
             """,
             [organization.schema_name],
         )
-        forced = {name for (name,) in cursor.fetchall()}
-    assert forced == {
-        "contacts", "contact_search_terms", "appointments", "active_patients", "conversations", "messages"
-    }
+        tables = dict(cursor.fetchall())
+    # Every table with an organization_id in the new schema (partitions included) is forced, and every tenant
+    # table the isolation tests know is among them.
+    assert {name for name, forced in tables.items() if not forced} == set()
+    assert set(TENANT_TABLES) | set(TRIGGER_MAINTAINED_TABLES) <= set(tables)
+    assert any(name.startswith("messages_y") for name in tables)
 
 
 def test_duplicate_clerk_id_is_refused_without_side_effects(org_a):
