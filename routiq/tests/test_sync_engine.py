@@ -252,3 +252,18 @@ def test_stream_names_are_checkpoint_keys_and_must_be_unique(org_a):
     vendor = vendor_of(1)
     with pytest.raises(ValueError, match="unique"), bind_organization(org_a):
         run_sync(organization=org_a, provider=PROVIDER, resource="things", streams=[vendor.stream(), vendor.stream()])
+
+
+def test_an_unexpected_error_is_logged_by_class_only_since_its_message_may_quote_a_row(org_a):
+    vendor = vendor_of(2)
+
+    def write(organization, rows):
+        raise RuntimeError("Key (email)=(jane@example.com) already exists")
+
+    stream = Stream(name="things", pages=vendor.pages, read=vendor.read, write=write, advance=vendor.advance)
+    with pytest.raises(RuntimeError), bind_organization(org_a):
+        run_sync(organization=org_a, provider=PROVIDER, resource="things", streams=[stream])
+
+    with bind_organization(org_a):
+        log = SyncLog.objects.get()
+    assert (log.status, log.error) == (SyncStatus.FAILED, "RuntimeError (see the worker log)")
