@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from messaging.jobs import enqueue_full_syncs, enqueue_incremental_syncs, sync_chatwoot
 from messaging.tests.chatwoot_helpers import connect, conversations
@@ -67,3 +68,19 @@ def test_a_job_without_credential_is_skipped_and_a_bad_token_is_not_retried(org_
     with bind_organization(org_a):
         log = SyncLog.objects.get(provider="chatwoot", resource="messages")
     assert log.status == SyncStatus.FAILED and "401" in log.error
+
+
+def test_sync_chatwoot_command_runs_in_the_foreground(org_a, chatwoot, private_networks, capsys):
+    chatwoot.seed(conversations=4, messages_per_conversation=(2, 2), seed=1)
+    connect(org_a, chatwoot)
+
+    call_command("sync_chatwoot", org_a.clerk_org_id, "--now")
+
+    out = capsys.readouterr().out
+    assert "conversations: fetched 4, created 4" in out and "messages: fetched 8, created 8" in out
+    assert len(conversations(org_a)) == 4
+
+
+def test_sync_chatwoot_command_refuses_an_organization_without_chatwoot(org_a):
+    with pytest.raises(CommandError, match="no complete Chatwoot credential"):
+        call_command("sync_chatwoot", org_a.clerk_org_id, "--now")
