@@ -24,17 +24,21 @@ def sync_chatwoot(organization_id: str, resource: str, full: bool = False) -> st
     return run_bound_sync(organization_id, run)
 
 
-def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False, after: Job | None = None) -> list[Job]:
+def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False, full_messages: bool | None = None,
+                          after: Job | None = None) -> list[Job]:
     """Contacts, then conversations, then messages (each waits for the one before; the first for ``after``,
     e.g. the Cliniko patients sync its contacts match against), after the current transaction. A resource
-    already queued or running is not queued again (deterministic job ids)."""
+    already queued or running is not queued again (deterministic job ids). ``full_messages`` (default:
+    ``full``) re-reads every message of every conversation."""
+    full_messages = full if full_messages is None else full_messages
     jobs: list[Job] = []
 
     def enqueue():
         # Run even if ``after`` failed: it only makes the first run better, never possible.
         previous = Dependency(jobs=[after], allow_failure=True) if after is not None else None
         for resource in RESOURCES:
-            job = enqueue_once(SYNC_QUEUE, sync_chatwoot, str(organization.pk), resource, full,
+            resource_full = full_messages if resource == "messages" else full
+            job = enqueue_once(SYNC_QUEUE, sync_chatwoot, str(organization.pk), resource, resource_full,
                                job_id=job_id_for(PROVIDER, organization.pk, resource), depends_on=previous)
             if job is not None:
                 jobs.append(job)
@@ -50,13 +54,16 @@ def enqueue_incremental_syncs() -> int:
 
 
 def enqueue_full_syncs() -> int:
-    """Weekly: contacts edited at Chatwoot (its contact list has no "changed since") and anything an
-    incremental walk could not see (a conversation deleted while a run paged past it)."""
-    return fan_out(full=True)
+    """Weekly: contacts edited at Chatwoot (its contact list has no "changed since") and every conversation's
+    status and assignee. Messages stay incremental: a full pass is a request per conversation (hours for a
+    large account under Chatwoot's rate limit), and new messages never hide below the message cursor; edits
+    of old messages arrive by webhook (``manage.py sync_chatwoot --resource messages --full --now`` re-reads
+    them all)."""
+    return fan_out(full=True, full_messages=False)
 
 
-def fan_out(*, full: bool) -> int:
+def fan_out(*, full: bool, full_messages: bool | None = None) -> int:
     organizations = organizations_with_credential(PROVIDER)
     for organization in organizations:
-        enqueue_chatwoot_sync(organization, full=full)
+        enqueue_chatwoot_sync(organization, full=full, full_messages=full_messages)
     return len(organizations)

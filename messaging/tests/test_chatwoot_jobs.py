@@ -36,13 +36,16 @@ def test_fan_out_queues_the_three_resources_once(
     assert sync_queue.fetch_job(ids[2]).args == (str(org_a.pk), "messages", False)
 
 
-def test_the_weekly_run_is_full(org_a, chatwoot, sync_queue, private_networks, django_capture_on_commit_callbacks):
+def test_the_weekly_run_is_full_except_for_messages(org_a, chatwoot, sync_queue, private_networks,
+                                                    django_capture_on_commit_callbacks):
     connect(org_a, chatwoot)
 
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_full_syncs()
 
     assert sync_queue.fetch_job(f"chatwoot-{org_a.pk}-contacts").args == (str(org_a.pk), "contacts", True)
+    assert sync_queue.fetch_job(f"chatwoot-{org_a.pk}-conversations").args[2] is True
+    assert sync_queue.fetch_job(f"chatwoot-{org_a.pk}-messages").args[2] is False  # a request per conversation
 
 
 def test_a_job_syncs_its_organization(org_a, org_b, chatwoot, private_networks):
