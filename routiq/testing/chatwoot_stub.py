@@ -87,8 +87,8 @@ def _epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+def _iso(moment: datetime, millis: int = 0) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
 class _ApiError(Exception):
@@ -295,6 +295,8 @@ class ChatwootStub:
                 "id": message_id, "conversation_id": conversation["id"], "inbox_id": conversation["inbox_id"],
                 "content": content, "message_type": kind, "content_type": "text", "private": private,
                 "created_at": moment, "source_id": None, "sender": sender,
+                # Chatwoot keeps milliseconds: the API shows whole epoch seconds, webhooks an ISO time with them.
+                "_millis": (message_id * 337) % 1000,
                 "attachments": [{"id": message_id * 10 + n, "message_id": message_id, "account_id": self.account_id,
                                  "file_type": "file", "extension": None, "thumb_url": "", "file_size": 0, **a}
                                 for n, a in enumerate(attachments)]}
@@ -401,6 +403,7 @@ class ChatwootStub:
         return self._agent(sender["id"])
 
     def _message_form(self, message: dict) -> dict:
+        message = {key: value for key, value in message.items() if not key.startswith("_")}
         return {**message, "sender": self._sender(message["sender"]),
                 "attachments": [dict(a) for a in message["attachments"]]}
 
@@ -589,10 +592,11 @@ class ChatwootStub:
             message = self._messages[int(message_id)]
             form = self._served("message", self._message_form(message))
             inbox = self._inboxes.get(message["inbox_id"], {})
-            created = form["created_at"]
+            created, millis = form["created_at"], message["_millis"]
             return {**form, "event": event,
                     "message_type": MESSAGE_TYPE_NAMES.get(form["message_type"], form["message_type"]),
-                    "created_at": _iso(datetime.fromtimestamp(created, UTC)) if isinstance(created, int) else created,
+                    "created_at": _iso(datetime.fromtimestamp(created, UTC), millis) if isinstance(created, int)
+                    else created,
                     "content_attributes": {}, "inbox": {"id": inbox.get("id"), "name": inbox.get("name")},
                     "conversation": self.conversation_webhook_data(message["conversation_id"]),
                     "account": self.account()}
