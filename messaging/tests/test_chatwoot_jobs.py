@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 
 from messaging.jobs import enqueue_full_syncs, enqueue_incremental_syncs, sync_chatwoot
 from messaging.tests.chatwoot_helpers import connect, conversations
+from routiq.testing.clerk_fixtures import bearer
 from tenants.credentials import credential_set
 from tenants.models import SyncLog, SyncStatus
 from tenants.rls.binding import bind_organization
@@ -87,3 +88,23 @@ def test_sync_chatwoot_command_runs_in_the_foreground(org_a, chatwoot, private_n
 def test_sync_chatwoot_command_refuses_an_organization_without_chatwoot(org_a):
     with pytest.raises(CommandError, match="no complete Chatwoot credential"):
         call_command("sync_chatwoot", org_a.clerk_org_id, "--now")
+
+
+def test_integrations_page_queues_and_shows_the_chatwoot_sync(client, mint, org_a, chatwoot, private_networks,
+                                                              empty_queue, django_capture_on_commit_callbacks):
+    chatwoot.seed(conversations=2, seed=5)
+    connect(org_a, chatwoot)
+    queue = empty_queue("sync")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/settings/integrations/chatwoot/sync", **bearer(mint(org_a)))
+    for resource in ("contacts", "conversations", "messages"):
+        sync_chatwoot(str(org_a.pk), resource)
+    page = client.get("/settings/integrations/", **bearer(mint(org_a))).content.decode()
+
+    assert response.status_code == 302
+    assert set(queue.job_ids) | set(queue.deferred_job_registry.get_job_ids()) == {
+        f"chatwoot-{org_a.pk}-{resource}" for resource in ("contacts", "conversations", "messages")}
+    chatwoot_card = page[page.index('action="/settings/integrations/chatwoot/sync"'):]
+    for resource in ("contacts", "conversations", "messages"):
+        assert f"<tr><td>{resource}</td><td>Succeeded</td>" in chatwoot_card

@@ -118,14 +118,16 @@ def credential_test(request, provider: str):
 @require_POST
 @organization_admin_required
 def sync_now(request, provider: str):
+    from messaging.jobs import enqueue_chatwoot_sync
     from patients.jobs import enqueue_organization_sync
 
-    if provider_or_404(provider) != Provider.CLINIKO:
+    enqueuers = {Provider.CLINIKO: enqueue_organization_sync, Provider.CHATWOOT: enqueue_chatwoot_sync}
+    if provider_or_404(provider) not in enqueuers:
         raise Http404("This provider has no sync yet.")
     if credential_get(organization=request.organization, provider=provider) is None:
-        messages.error(request, "Save a Cliniko credential first.")
+        messages.error(request, f"Save a {Provider(provider).label} credential first.")
         return redirect("integrations")
-    enqueue_organization_sync(request.organization, full=request.POST.get("full") == "1")
+    enqueuers[provider](request.organization, full=request.POST.get("full") == "1")
     messages.success(request, "Sync queued. Refresh this page to follow it.")
     return redirect("integrations")
 
