@@ -222,13 +222,31 @@ class _Plan:
                 Contact.objects.bulk_update(
                     leads, ["first_name", "last_name", "email", "phone_raw", "phone_e164", "updated_at"])
                 ContactMatchCandidate.objects.filter(lead__in=leads).delete()
-            Contact.objects.bulk_create([lead for _, lead, _ in self.new_leads])
+            created = self._create_leads()
             ContactMatchCandidate.objects.bulk_create(
                 [ContactMatchCandidate(organization=self.organization, lead=lead, patient=patient, reason=reason)
-                 for lead, listed in [*self.lead_updates, *((lead, listed) for _, lead, listed in self.new_leads)]
-                 for patient, reason in listed],
+                 for lead, listed in [*self.lead_updates, *created] for patient, reason in listed],
                 ignore_conflicts=True)
         return self.result
+
+    def _create_leads(self) -> list[tuple[Contact, list]]:
+        """Insert the new leads; returns the ones this call created. A webhook and the sync (or two webhooks
+        about one new contact) may create the same lead at once: the loser's insert waits for the winner and
+        skips (ON CONFLICT DO NOTHING on the identity's unique index), then takes the winner's row — never
+        an IntegrityError that would record a genuine delivery as failed."""
+        if not self.new_leads:
+            return []
+        Contact.objects.bulk_create([lead for _, lead, _ in self.new_leads], ignore_conflicts=True)
+        values = [getattr(lead, self.field) for _, lead, _ in self.new_leads]
+        stored = dict(Contact.objects.filter(organization=self.organization, **{f"{self.field}__in": values})
+                      .values_list(self.field, "pk"))
+        created = []
+        for external_id, lead, listed in self.new_leads:
+            pk = stored[getattr(lead, self.field)]
+            self.result[external_id] = pk
+            if pk == lead.pk:
+                created.append((lead, listed))
+        return created
 
 
 def identity_assign(*, organization: Organization, provider: str, external_id: str, holder: Contact | None,

@@ -181,3 +181,45 @@ def test_linking_cannot_name_another_organizations_contact(org_a, org_b, admin_a
     with bind_organization(org_a), pytest.raises(Contact.DoesNotExist):
         contact_link(organization=org_a, lead=lead_id, patient=sam.pk, actor=admin_a)
     assert reload(org_b, sam).chatwoot_contact_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_runs_creating_the_same_lead_at_once_share_it(org_a):
+    """A webhook and the sync (or two webhooks) meeting one new contact at the same moment: the second
+    waits for the first and takes its lead, instead of failing on the identity's unique index."""
+    import threading
+
+    from django.db import connection, transaction
+
+    first_wrote, let_first_commit = threading.Event(), threading.Event()
+    results, errors = {}, []
+
+    def run(name, before_commit=None):
+        try:
+            with bind_organization(org_a), transaction.atomic():
+                results[name] = contacts_for_identities(organization=org_a, identities=[chatwoot(51, name="New")])
+                if before_commit:
+                    before_commit()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    def hold():
+        first_wrote.set()
+        let_first_commit.wait(10)
+
+    first = threading.Thread(target=run, args=("first", hold))
+    first.start()
+    assert first_wrote.wait(10)
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    second.join(0.5)  # the second now waits on the first's uncommitted lead
+    let_first_commit.set()
+    first.join(10)
+    second.join(10)
+
+    assert errors == []
+    assert results["first"] == results["second"]
+    with bind_organization(org_a):
+        assert Contact.objects.filter(chatwoot_contact_id=51).count() == 1
