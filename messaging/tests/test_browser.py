@@ -1,0 +1,206 @@
+"""The messaging pages end to end in a real browser: the inbox's live refresh and in-place filters, a thread
+with its private note, the timeline's "Older entries" loaded in place — all under the portal's CSP (no inline
+script) — and the same pages with JavaScript off.
+
+The harness is the patient browser test's (patients/tests/test_browser.py explains why: committed data from a
+subprocess, the portal as a runserver subprocess with the DEBUG dev sign-in, as the app role).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from playwright.sync_api import expect, sync_playwright
+
+from patients.tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DEV_ROLES, ROOT, database_url, free_port
+
+SEED = """
+import json, sys, django
+from datetime import timedelta
+django.setup()
+from django.utils import timezone
+from messaging.models import Conversation, Message
+from patients.models import Appointment, Contact
+from tenants.rls.binding import bind_organization
+from tenants.services import membership_upsert, organization_create, user_upsert_from_clerk
+run, now = sys.argv[1], timezone.now()
+org = organization_create(name=f"Inbox Clinic {run}", clerk_org_id=f"org_inbox_{run}")
+user = user_upsert_from_clerk(clerk_user_id=f"user_inbox_{run}", first_name="Robin", last_name="Browser")
+membership_upsert(organization=org, user=user, role="member")
+with bind_organization(org):
+    grace = Contact.objects.create(organization=org, first_name="Grace", last_name="Hopper", cliniko_patient_id=1)
+    lead = Contact.objects.create(organization=org, first_name="Lena", last_name="Lead")
+    def thread(contact, external_id, texts, channel="Channel::Whatsapp"):
+        conversation = Conversation.objects.create(organization=org, contact=contact, provider="chatwoot",
+                                                   external_id=external_id, channel=channel)
+        for n, (text, private) in enumerate(texts):
+            Message.objects.create(organization=org, conversation=conversation, provider="chatwoot",
+                                   external_id=f"{external_id}-{n}", direction="outbound" if private else "inbound",
+                                   private=private, content=text, sent_at=now - timedelta(minutes=10 - n))
+        conversation.last_message_at = now - timedelta(minutes=11 - len(texts))
+        conversation.last_message_preview, conversation.message_count = texts[-1][0], len(texts)
+        conversation.save()
+        return conversation
+    grace_thread = thread(grace, "1", [("Can I move Friday?", False), ("Ask about her knee", True)])
+    thread(lead, "2", [("Do you do dry needling?", False)], channel="Channel::Instagram")
+    Appointment.objects.bulk_create(
+        Appointment(organization=org, contact=grace, cliniko_appointment_id=n, starts_at=now - timedelta(days=n))
+        for n in range(1, 61))
+print(json.dumps({"organization": org.name, "grace": str(grace.pk), "thread": str(grace_thread.pk),
+                  "clerk_org_id": org.clerk_org_id}))
+"""
+
+LATE_CONVERSATION = """
+import sys, django
+django.setup()
+from django.utils import timezone
+from messaging.models import Conversation
+from tenants.models import Organization
+from tenants.rls.binding import bind_organization
+org = Organization.objects.get(clerk_org_id=sys.argv[1])
+with bind_organization(org):
+    Conversation.objects.create(organization=org, provider="chatwoot", external_id="3", channel="Channel::Email",
+                                last_message_at=timezone.now(), last_message_preview="Arrived while you looked",
+                                message_count=1)
+"""
+
+
+@pytest.fixture
+def portal(django_db_setup, tmp_path):
+    """Seed committed data, serve the portal as the app role; yield (base URL, seed facts, env, log)."""
+    db = settings.DATABASES["default"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATABASE_URL": database_url(db["USER"], db["PASSWORD"])}
+    seeded = subprocess.run([sys.executable, "-c", SEED, uuid.uuid4().hex[:10]], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert seeded.returncode == 0, seeded.stderr
+    facts = json.loads(seeded.stdout.strip().splitlines()[-1])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server_env = dict(env)
+    for name in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_PUBLISHABLE_KEY", "CLERK_FRONTEND_API_URL"):
+        server_env.pop(name, None)  # the dev sign-in exists only with DEBUG on and no Clerk key
+    server_env.update(DEBUG="1", DATABASE_URL=database_url(*DEV_ROLES["app"]), CLERK_AUTHORIZED_PARTIES=base,
+                      DEV_SIGNING_KEY_PATH=str(tmp_path / "dev-key.pem"))
+    log = tmp_path / "portal.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+                                  env=server_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, f"portal did not start:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+        yield base, facts, env, log
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def sign_in(page, base: str, organization: str) -> None:
+    page.goto(f"{base}/dev/sign-in/")
+    page.locator("tr", has_text=organization).filter(has_text="Robin Browser").get_by_role(
+        "button", name="Sign in").click()
+    expect(page).to_have_url(f"{base}/patients/")
+
+
+def inbox_contacts(page):
+    return page.locator("#results tbody tr td:first-child a")
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+def test_messaging_pages_in_a_browser(portal):
+    base, facts, env, log = portal
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            with_javascript(browser, base, facts, env)
+            without_javascript(browser, base, facts)
+        except BaseException:
+            print(f"--- portal output ---\n{log.read_text()}")
+            raise
+        finally:
+            browser.close()
+
+
+def with_javascript(browser, base: str, facts: dict, env: dict) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(10_000)
+    errors = []  # a CSP violation or a script error shows up as a console error
+    page.on("console", lambda message: message.type == "error"
+            and not message.location["url"].endswith("/favicon.ico") and errors.append(message.text))
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, base, facts["organization"])
+    page.get_by_role("link", name="Inbox").click()
+    expect(inbox_contacts(page)).to_have_text(["Grace Hopper", "Lena Lead"])
+
+    # Filters swap the results in place (no reload) and push the URL.
+    page.evaluate("window.__noReload = true")
+    page.get_by_label("Contact").select_option("lead")
+    expect(inbox_contacts(page)).to_have_text(["Lena Lead"])
+    expect(page).to_have_url(re.compile(r"/conversations/\?.*contact=lead"))
+    page.get_by_label("Contact").select_option("")
+    expect(inbox_contacts(page)).to_have_text(["Grace Hopper", "Lena Lead"])
+
+    # Live refresh: a conversation that arrives now shows up by the next poll (every 15 s), in place.
+    late = subprocess.run([sys.executable, "-c", LATE_CONVERSATION, facts["clerk_org_id"]], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert late.returncode == 0, late.stderr
+    expect(inbox_contacts(page)).to_have_text(["Unknown contact", "Grace Hopper", "Lena Lead"], timeout=25_000)
+    assert page.evaluate("window.__noReload") is True, "the inbox reloaded instead of swapping its results"
+
+    # The thread: the private note is marked.
+    inbox_contacts(page).filter(has_text="Grace Hopper").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Grace Hopper")
+    expect(page.locator("li.message.private")).to_contain_text("Private note")
+    expect(page.locator("li.message.private")).to_contain_text("Ask about her knee")
+
+    # The timeline: "Older entries" loads the next page in place of the link.
+    page.goto(f"{base}/patients/{facts['grace']}/")
+    entries = page.locator("ol.timeline li.entry")
+    expect(entries).to_have_count(50)
+    page.evaluate("window.__noReload = true")
+    page.get_by_role("link", name="Older entries").click()
+    expect(entries).to_have_count(62)  # 60 appointments and 2 messages
+    expect(page.get_by_role("link", name="Older entries")).to_have_count(0)
+    assert page.evaluate("window.__noReload") is True, "Older entries reloaded the page"
+    assert errors == [], errors
+    page.context.close()
+
+
+def without_javascript(browser, base: str, facts: dict) -> None:
+    page = browser.new_context(java_script_enabled=False).new_page()
+    page.set_default_timeout(10_000)
+    sign_in(page, base, facts["organization"])
+    page.goto(f"{base}/conversations/")
+    page.get_by_label("Contact").select_option("lead")
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"/conversations/\?.*contact=lead"))
+    expect(inbox_contacts(page)).to_have_text(["Unknown contact", "Lena Lead"])  # no contact yet: not a patient
+
+    page.goto(f"{base}/patients/{facts['grace']}/")
+    expect(page.locator("ol.timeline li.entry")).to_have_count(50)
+    page.get_by_role("link", name="Older entries").click()  # a plain link to the next page
+    expect(page.locator("ol.timeline li.entry")).to_have_count(12)
+    page.get_by_role("link", name="Messages").click()
+    expect(page.locator("ol.timeline li.entry")).to_have_count(1)  # the note is under "Private notes"
+    page.context.close()
