@@ -18,9 +18,11 @@ webhook secret, the request must carry it in ``X-Routiq-Webhook-Secret`` (ManyCh
 ManyChat gives messages no id, so the message's id is a digest of (subscriber, time, text): a flow that
 retries records the message once.
 
-Applied, not enqueued: a delivery is one conversation, one message and a contact match — a handful of
-indexed statements (a few milliseconds; see messaging/tests/test_webhooks.py for the measurement), far
-within the second vendors wait, and a job would cost a Redis round trip and a worker's pickup on top.
+Applied, not enqueued: a delivery is one conversation, one message and a contact match — about 27 indexed
+statements. Measured end to end through Django (throttle, token, secret, HMAC, delivery row, matching,
+upserts, counters) at about 45 ms a delivery on a loaded development machine (load 4-5), far within the
+second vendors wait (messaging/tests/test_webhooks.py keeps a bound on it). A job would add a Redis round
+trip and a worker's pickup, and a window in which the inbox does not show a message already acknowledged.
 """
 
 from __future__ import annotations
