@@ -55,11 +55,16 @@ COLUMN_DEFINITIONS = """
     sender_name varchar(200) NOT NULL
 """
 # The names Django gave the indexes and foreign keys (deterministic), so they read the same after.
+# Adding a foreign key checks the existing rows with a query that Row Level Security applies to: with FORCE on
+# conversations and nothing bound, the owner would see no conversation and refuse every message. Lifted for
+# the check only, inside this migration's transaction.
 FOREIGN_KEYS = [
+    "ALTER TABLE conversations NO FORCE ROW LEVEL SECURITY",
     "ALTER TABLE messages ADD CONSTRAINT messages_conversation_id_5ef638db_fk_conversations_id "
     "FOREIGN KEY (conversation_id) REFERENCES conversations (id) DEFERRABLE INITIALLY DEFERRED",
     "ALTER TABLE messages ADD CONSTRAINT messages_organization_id_f55ad7de_fk_organizations_id "
     "FOREIGN KEY (organization_id) REFERENCES public.organizations (id) DEFERRABLE INITIALLY DEFERRED",
+    "ALTER TABLE conversations FORCE ROW LEVEL SECURITY",
 ]
 INDEXES = [
     "CREATE INDEX messages_conversation_id_5ef638db ON messages (conversation_id)",
