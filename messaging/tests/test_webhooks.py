@@ -330,3 +330,22 @@ def test_a_manychat_request_with_a_wrong_token_is_404(client, org_a):
 
     assert post_manychat(client, org_a, EXTERNAL_REQUEST, token="nope").status_code == 404
     assert rows(org_a)[1:] == (0, 0, 0)
+
+
+def test_a_manychat_request_to_a_never_touches_bs_subscriber(client, org_a, org_b):
+    connect_manychat(org_a)
+    connect_manychat(org_b)
+    assert post_manychat(client, org_b, EXTERNAL_REQUEST).json() == {"status": "processed"}
+    with bind_organization(org_b):
+        b_before = (list(Contact.objects.values_list("pk", "manychat_subscriber_id", "first_name")),
+                    list(Conversation.objects.values_list("pk", "message_count", "contact_id")))
+
+    response = post_manychat(client, org_a, {**EXTERNAL_REQUEST, "name": "Someone Else"})
+
+    assert response.json() == {"status": "processed"}  # a delivery of its own in A, not a duplicate of B's
+    with bind_organization(org_b):
+        assert (list(Contact.objects.values_list("pk", "manychat_subscriber_id", "first_name")),
+                list(Conversation.objects.values_list("pk", "message_count", "contact_id"))) == b_before
+    with bind_organization(org_a):
+        assert Conversation.objects.get(provider="manychat").message_count == 1
+        assert Contact.objects.get(manychat_subscriber_id="9000123").first_name == "Someone"
