@@ -239,7 +239,8 @@ def reply_send(*, organization: Organization, conversation: Conversation, conten
     content = (content or "").strip()
     if not content:
         raise ReplyNotPossible("The message is empty.")
-    client = chatwoot_client(organization)
+    # A person is waiting on the reply box: a short read timeout, and one short wait on a 429 at most.
+    client = chatwoot_client(organization, timeout=(5, 15), max_rate_limit_retries=1, max_rate_limit_wait=5)
     if client is None:
         raise ReplyNotPossible("Chatwoot is not connected for this clinic.")
     sent = client.send_message(int(conversation.external_id), content, private=private)

@@ -12,7 +12,7 @@ from messaging.models import Conversation, Message
 from messaging.services import ReplyNotPossible, conversations_upsert, messages_upsert, reply_send
 from messaging.tests.chatwoot_helpers import connect, conversations, messages
 from patients.models import Contact
-from routiq.http import VendorUnavailable
+from routiq.http import VendorRateLimited, VendorUnavailable
 from tenants.models import AuditLog
 from tenants.rls.binding import bind_organization
 
@@ -188,3 +188,13 @@ def test_only_chatwoot_conversations_take_replies(org_a, synced):
         reply(org_a, synced, "   ")
     with bind_organization(org_a):
         assert Message.objects.count() == 1
+
+
+def test_a_reply_waits_out_one_short_rate_limit_at_most(org_a, chatwoot, synced):
+    chatwoot.queue_faults("rate_limit", 2, seconds=0.1, path_contains="/messages")
+
+    with pytest.raises(VendorRateLimited):  # a person is waiting: no long retry loop
+        reply(org_a, synced, "Hello?")
+
+    assert [r.method for r in chatwoot.requests].count("POST") == 2
+    assert len(messages(org_a)) == 1
