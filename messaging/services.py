@@ -139,11 +139,11 @@ SELECT w.conversation_id, NOT EXISTS (
 FROM written w
 """
 
-# The touched conversations' counters, from their messages (each a short index scan on
-# (conversation_id, sent_at)): the count (recounted, so a race between the sync and a webhook writing the same
-# message cannot leave it off by one; an index-only scan of one conversation); the last message time and preview (the
-# latest message that is not a private note); unanswered since = the first inbound message after the last
-# outbound reply that is not a private note (NULL when nothing waits). Rewritten only when something changed.
+# The touched conversations' counters, from their messages (short scans of the (conversation_id, sent_at)
+# index): the count, recounted rather than incremented, so the sync and a webhook writing the same message at
+# once cannot leave it off by one; the last message time; the preview (the latest message that is not a
+# private note); unanswered since = the first inbound message after the last outbound reply that is not a
+# private note (NULL when nothing waits). A conversation is rewritten only when one of them changed.
 CONVERSATION_COUNTERS = """
 WITH d AS (
     SELECT * FROM unnest(%(conversation_ids)s::uuid[]) AS d(id)
