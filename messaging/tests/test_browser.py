@@ -199,6 +199,11 @@ def without_javascript(browser, base: str, facts: dict) -> None:
 
     page.goto(f"{base}/patients/{facts['grace']}/")
     expect(page.locator("ol.timeline li.entry")).to_have_count(50)
+    # The reply box is a plain POST form with its CSRF token (this clinic has not connected Chatwoot).
+    page.get_by_role("textbox", name="Message").fill("See you Friday")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status")).to_have_text("Chatwoot is not connected for this clinic.")
+    expect(page).to_have_url(f"{base}/patients/{facts['grace']}/#timeline")
     page.get_by_role("link", name="Older entries").click()  # a plain link to the next page
     expect(page.locator("ol.timeline li.entry")).to_have_count(12)
     page.get_by_role("link", name="Messages").click()
