@@ -34,6 +34,7 @@ STATUSES = {
     "no_upcoming": "No upcoming appointment",
     "not_seen": "Not seen for N days",
     "archived": "Archived",
+    "leads": "Leads (messaging contacts not matched to a patient)",
 }
 NEVER = "'1900-01-01T00:00:00Z'::timestamptz"  # stands for "no appointment" in sort keys and comparisons
 STATUS_SQL = {
@@ -43,6 +44,8 @@ STATUS_SQL = {
     "no_upcoming": "c.archived_at IS NULL AND ap.next_appointment_at IS NULL",
     "not_seen": f"c.archived_at IS NULL AND coalesce(ap.last_appointment_at, {NEVER}) < %(seen_before)s",
     "archived": "c.archived_at IS NOT NULL",
+    # A Chatwoot or ManyChat contact that matched no Cliniko patient is kept as a contact of its own.
+    "leads": "c.cliniko_patient_id IS NULL AND c.archived_at IS NULL",
 }
 
 

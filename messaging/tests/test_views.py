@@ -495,3 +495,14 @@ def test_a_capped_search_says_more_may_match(client, mint, org_a, ava_thread, se
 
     assert thread_links(response) == [str(ava_thread.pk)]
     assert b"showing the conversations of the newest matches only" in response.content
+
+
+def test_leads_are_marked_and_filterable_in_the_patient_list(client, mint, org_a, ava):
+    factories.contact(org_a, "Lena", "Lead", patient=False)
+    token = mint(org_a)
+
+    everyone = client.get("/patients/", **bearer(token)).content.decode()
+    leads = client.get("/patients/", {"status": "leads"}, **bearer(token)).content.decode()
+
+    assert "Lead, Lena" in everyone and '<span class="badge warn">Lead</span>' in everyone
+    assert "Lead, Lena" in leads and "Smith, Ava" not in leads
