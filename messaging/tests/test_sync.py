@@ -223,3 +223,25 @@ def test_a_message_that_came_by_webhook_does_not_hide_the_ones_before_it(org_a, 
     assert log.created_count == 2
     assert {str(m["id"]) for m in missed} <= set(messages(org_a))
     assert_database_equals_server(org_a, chatwoot)
+
+
+def test_a_run_killed_inside_a_long_conversation_resumes_at_its_last_message(org_a, chatwoot, private_networks):
+    thread = chatwoot.add_conversation(chatwoot.add_contact("Long Talker", phone_number="+61400999888")["id"])
+    ids = [chatwoot.add_message(thread["id"], f"m{n}")["id"] for n in range(250)]
+    client = client_for(chatwoot)
+
+    def break_after_the_first_page(progress):
+        chatwoot.queue_faults("status", 10, status=503)
+
+    with pytest.raises(VendorUnavailable):
+        run(org_a, client, "messages", on_page=break_after_the_first_page)
+    assert len(messages(org_a)) == 100
+    chatwoot.clear_faults()
+    chatwoot.reset_log()
+
+    resumed = run(org_a, client, "messages")
+
+    assert [r.param("after") for r in chatwoot.requests if r.path.endswith("/messages")] == [
+        str(ids[99]), str(ids[199])]
+    assert (resumed.fetched_count, resumed.created_count) == (150, 150)
+    assert sorted(int(i) for i in messages(org_a)) == ids
