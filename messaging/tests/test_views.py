@@ -506,3 +506,16 @@ def test_leads_are_marked_and_filterable_in_the_patient_list(client, mint, org_a
 
     assert "Lead, Lena" in everyone and '<span class="badge warn">Lead</span>' in everyone
     assert "Lead, Lena" in leads and "Smith, Ava" not in leads
+
+
+def test_a_thread_links_its_patient_or_lead(client, mint, org_a, ava, ava_thread):
+    lead = factories.contact(org_a, "Lena", "Lead", patient=False)
+    lead_thread = factories.conversation(org_a, lead)
+    token = mint(org_a)
+
+    patient_page = client.get(f"/conversations/{ava_thread.pk}/", **bearer(token)).content.decode()
+    lead_page = client.get(f"/conversations/{lead_thread.pk}/", **bearer(token)).content.decode()
+
+    assert f'<a href="/patients/{ava.pk}/">Patient record and timeline</a>' in patient_page
+    assert "Lead, not matched to a patient" in lead_page and f'href="/patients/{lead.pk}/"' in lead_page
+    assert 'href="/conversations/matches/"' in lead_page  # an admin's way to resolve it
