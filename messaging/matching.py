@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from messaging.models import Conversation
+from messaging.models import Conversation, Message, MessageDirection
 from patients.models import Contact, ContactLinkDecision, ContactMatchCandidate, MatchReason
 from tenants.audit import audit_record
 from tenants.models import Organization, Provider
@@ -353,6 +353,14 @@ def contact_unlink(*, organization: Organization, patient, provider: str, actor)
             defaults={"patient": patient, "linked": False, "decided_by": _user(actor)})
         Conversation.objects.filter(organization=organization, contact=patient, provider=provider).update(
             contact=lead, updated_at=timezone.now())
+        # Until the vendor next tells us about the contact, the lead is named as its messages sign themselves
+        # (never the patient's name: that is who it is not).
+        sender = (Message.objects.filter(organization=organization, conversation__contact=lead,
+                                         direction=MessageDirection.INBOUND)
+                  .exclude(sender_name="").order_by("-sent_at").values_list("sender_name", flat=True).first())
+        if sender:
+            lead.first_name, lead.last_name = _split_name(sender)
+            lead.save(update_fields=["first_name", "last_name", "updated_at"])
         audit_record(action="contact.unlinked", organization=organization, actor=actor, object_type="contact",
                      object_id=patient.pk, changes={"lead": str(lead.pk), "provider": provider})
     return lead

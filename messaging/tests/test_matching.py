@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
 from messaging.matching import ExternalIdentity, LinkConflict, contact_link, contact_unlink, contacts_for_identities
-from messaging.models import Conversation
+from messaging.models import Conversation, Message
 from patients.models import Contact, ContactLinkDecision, ContactMatchCandidate
 from tenants.models import AuditLog, User
 from tenants.rls.binding import bind_organization
@@ -113,7 +114,11 @@ def test_an_unlink_sticks(org_a, admin_a):
     with bind_organization(org_a):
         conversation = Conversation.objects.create(organization=org_a, provider="chatwoot", external_id="5",
                                                    contact=ava)
+        Message.objects.create(organization=org_a, conversation=conversation, provider="chatwoot", external_id="1",
+                               direction="inbound", sender_name="Ann Other", content="hi",
+                               sent_at=datetime(2024, 5, 1, 9, 0, tzinfo=UTC))
         lead = contact_unlink(organization=org_a, patient=ava, provider="chatwoot", actor=admin_a)
+    assert (reload(org_a, lead).first_name, reload(org_a, lead).last_name) == ("Ann", "Other")
 
     assert match(org_a, chatwoot(7, name="Someone Else", phone="0412 345 678")) == {"7": lead.pk}
     assert reload(org_a, ava).chatwoot_contact_id is None
