@@ -39,19 +39,15 @@ import hmac
 import json
 import random
 import re
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
 from urllib.request import Request, urlopen
 
-DEFAULT_CLOCK = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+from routiq.testing.stub_server import DEFAULT_CLOCK, Reply, StubError, StubServer
+
 CONTACTS_PER_PAGE = 15
 CONVERSATIONS_PER_PAGE = 25
 LATEST_MESSAGES = 20
@@ -91,128 +87,32 @@ def _iso(moment: datetime, millis: int = 0) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{millis:03d}Z"
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str  # without the query string
-    query: list[tuple[str, str]]
-    headers: dict[str, str]
-    body: bytes
-
-    def param(self, key: str) -> str | None:
-        return next((v for k, v in self.query if k == key), None)
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    path_contains: str
-    status: int
-    seconds: float
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    stub: ChatwootStub
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        self.server.stub._handle(self)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
-
-
-class ChatwootStub:
+class ChatwootStub(StubServer):
     """One Chatwoot account. Binds its port on construction; ``with`` starts and stops it.
 
     State methods return records in the API's form. The clock (``stub.clock``) only moves when told
     (``advance``) or when a message is added (one second per message, so messages have distinct times).
+    Fault kinds (``queue_faults``): "status" (answer ``status``), "rate_limit" (429 with ``Retry-After:
+    seconds``), "malformed" (200, truncated JSON).
     """
+
+    fault_kinds = FAULT_KINDS
 
     def __init__(self, *, api_token: str = "test-token", account_id: int = 1, port: int = 0,
                  clock: datetime = DEFAULT_CLOCK, webhook_url: str | None = None,
                  webhook_secret: str | None = None) -> None:
+        super().__init__(port=port, clock=clock.astimezone(UTC).replace(microsecond=0))
         self.api_token = api_token
         self.account_id = int(account_id)
-        self.clock = clock.astimezone(UTC).replace(microsecond=0)
         self.webhook_url, self.webhook_secret = webhook_url, webhook_secret
         self.webhook_responses: list[tuple[int, bytes]] = []  # what the echo deliveries got back
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.RLock()
         self._inboxes: dict[int, dict] = {}
         self._contacts: dict[int, dict] = {}
         self._conversations: dict[int, dict] = {}
         self._messages: dict[int, dict] = {}  # message id -> record (ids are global to the installation)
         self._raw: dict[tuple[str, int], dict] = {}
-        self._faults: list[_Fault] = []
         self._next = {"inbox": 0, "contact": 0, "conversation": 0, "message": 0}
-        self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.stub = self
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread: threading.Thread | None = None
         self.add_inbox("WhatsApp", "Channel::Whatsapp")
-
-    # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="chatwoot-stub", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- clock, log, faults ----------------------------------------------------------------
-    def advance(self, seconds: float = 0, **delta: float) -> datetime:
-        with self._lock:
-            self.clock += timedelta(seconds=seconds, **delta)
-            return self.clock
-
-    def reset_log(self) -> None:
-        with self._lock:
-            self.requests.clear()
-
-    def queue_faults(self, kind: str, count: int = 1, *, status: int = 503, seconds: float = 1.0,
-                     path_contains: str = "") -> None:
-        """The next ``count`` requests whose path contains ``path_contains`` misbehave: "status" (answer
-        ``status``), "rate_limit" (429 with ``Retry-After: seconds``), "malformed" (200, truncated JSON)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}")
-        with self._lock:
-            self._faults.append(_Fault(kind, count, path_contains, status, seconds))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
 
     def serve_raw(self, kind: str, record_id: int, **fields: Any) -> None:
         """Serve one record ("contact", "conversation" or "message") with these JSON values, unchecked, as a
@@ -426,85 +326,43 @@ class ChatwootStub:
         }
 
     # -- HTTP ----------------------------------------------------------------------------------
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        length = int(h.headers.get("Content-Length") or 0)
-        body = h.rfile.read(length) if length else b""
-        url = urlsplit(h.path)
-        path = url.path.rstrip("/") or "/"
-        query = parse_qsl(url.query, keep_blank_values=True)
-        with self._lock:
-            self.requests.append(RecordedRequest(h.command, path, query, dict(h.headers.items()), body))
-        extra: dict[str, str] = {}
-        after_send = None
-        try:
-            status, payload, after_send = 200, *self._respond(h.command, path, dict(query), h.headers, body)
-        except _ApiError as err:
-            status, payload, extra = err.status, err.body, err.headers
-        except Exception as exc:  # a stub bug: a 500, and the traceback printed by handle_error
-            self._send(h, 500, json.dumps({"error": f"stub error: {exc!r}"}).encode(), {})
-            raise
-        self._send(h, status, payload if isinstance(payload, bytes) else json.dumps(payload).encode(), extra)
-        if after_send is not None:
-            after_send()
-
-    @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            h.send_response(status)
-            h.send_header("Content-Type", "application/json; charset=utf-8")
-            h.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                h.send_header(name, value)
-            h.end_headers()
-            h.wfile.write(body)
-        except ConnectionError:
-            pass
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.path_contains in path:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
-
-    def _respond(self, method: str, path: str, params: dict[str, str], headers: Any, body: bytes):
+    def _respond(self, method: str, path: str, query: list[tuple[str, str]], headers: Any,
+                 body: bytes) -> Reply | dict | bytes:
+        params = dict(query)
         fault = self._take_fault(path)
         if fault and fault.kind == "status":
-            raise _ApiError(fault.status, {"error": f"forced HTTP {fault.status}"})
+            raise StubError(fault.status, {"error": f"forced HTTP {fault.status}"})
         if fault and fault.kind == "rate_limit":
-            raise _ApiError(429, {"error": "Throttled"}, {"Retry-After": str(fault.seconds)})
+            raise StubError(429, {"error": "Throttled"}, {"Retry-After": str(fault.seconds)})
         if fault and fault.kind == "malformed":
-            return b'{"payload": [{"id": 1', None
+            return b'{"payload": [{"id": 1'
         if headers.get("api_access_token") != self.api_token:
-            raise _ApiError(401, {"errors": ["Invalid Access Token"]})
+            raise StubError(401, {"errors": ["Invalid Access Token"]})
         match = re.fullmatch(r"/api/v1/accounts/(\d+)(/.*)?", path)
         if not match or int(match[1]) != self.account_id:
-            raise _ApiError(404, {"error": "Resource could not be found"})
+            raise StubError(404, {"error": "Resource could not be found"})
         sub = match[2] or "/"
         with self._lock:
             if method == "GET" and sub == "/contacts":
-                return self._list_contacts(params), None
+                return self._list_contacts(params)
             if method == "GET" and sub == "/conversations":
-                return self._list_conversations(params), None
+                return self._list_conversations(params)
             if method == "GET" and sub == "/inboxes":
-                return {"payload": [dict(i) for i in self._inboxes.values()]}, None
+                return {"payload": [dict(i) for i in self._inboxes.values()]}
             messages = re.fullmatch(r"/conversations/(\d+)/messages", sub)
             if messages and int(messages[1]) in self._conversations:
                 if method == "GET":
-                    return self._list_messages(int(messages[1]), params), None
+                    return self._list_messages(int(messages[1]), params)
                 if method == "POST":
                     return self._create_message(int(messages[1]), body)
-        raise _ApiError(404, {"error": "Resource could not be found"})
+        raise StubError(404, {"error": "Resource could not be found"})
 
     def _list_contacts(self, params: dict[str, str]) -> dict:
         page = _positive(params, "page", 1)
         sort = params.get("sort", "-last_activity_at")
         field = sort.lstrip("-")
         if field not in CONTACT_SORTS:
-            raise _ApiError(422, {"error": f"invalid sort {sort!r}"})
+            raise StubError(422, {"error": f"invalid sort {sort!r}"})
         rows = sorted(self._contacts.values(), key=lambda c: c["id"])
         rows.sort(key=lambda c: (c[field] is None, c[field] or 0 if field.endswith("_at") else c[field] or ""),
                   reverse=sort.startswith("-"))
@@ -517,7 +375,7 @@ class ChatwootStub:
         page = _positive(params, "page", 1)
         status = params.get("status", "open")
         if status not in (*STATUSES, "all"):
-            raise _ApiError(422, {"error": f"invalid status {status!r}"})
+            raise StubError(422, {"error": f"invalid status {status!r}"})
         field, descending = CONVERSATION_SORTS.get(params.get("sort_by", "latest"), CONVERSATION_SORTS["latest"])
         matching = [c for c in self._conversations.values() if status == "all" or c["status"] == status]
         assigned = [c for c in matching if c["assignee_id"] is not None]
@@ -550,17 +408,17 @@ class ChatwootStub:
                          "assignee": self._agent(conversation["assignee_id"]), "agent_last_seen_at": 0},
                 "payload": [self._served("message", self._message_form(m)) for m in rows]}
 
-    def _create_message(self, display_id: int, body: bytes):
+    def _create_message(self, display_id: int, body: bytes) -> Reply:
         try:
             data = json.loads(body or b"{}")
         except ValueError:
-            raise _ApiError(400, {"error": "invalid JSON"}) from None
+            raise StubError(400, {"error": "invalid JSON"}) from None
         content = data.get("content") if isinstance(data, dict) else None
         if not isinstance(content, str) or not content.strip():
-            raise _ApiError(422, {"error": "content is required"})
+            raise StubError(422, {"error": "content is required"})
         message_type = data.get("message_type", "outgoing")
         if message_type not in ("outgoing", "incoming"):
-            raise _ApiError(422, {"error": "invalid message_type"})
+            raise StubError(422, {"error": "invalid message_type"})
         conversation = self._conversations[display_id]
         created = self.add_message(display_id, content, message_type=message_type, private=bool(data.get("private")),
                                    sender_id=conversation["assignee_id"] or AGENTS[0]["id"])
@@ -571,7 +429,7 @@ class ChatwootStub:
 
             def after_send() -> None:  # Chatwoot delivers from a background job, after answering the POST
                 self.webhook_responses.append(signed_webhook_post(url, secret, payload))
-        return created, after_send
+        return Reply(created, after=after_send)
 
     # -- webhook payloads -------------------------------------------------------------------
     def account(self) -> dict:
@@ -620,9 +478,9 @@ def _positive(params: dict[str, str], name: str, default: int) -> int:
     try:
         value = int(params.get(name) or default)
     except ValueError:
-        raise _ApiError(422, {"error": f"{name} must be an integer"}) from None
+        raise StubError(422, {"error": f"{name} must be an integer"}) from None
     if value < 1:
-        raise _ApiError(422, {"error": f"{name} must be positive"})
+        raise StubError(422, {"error": f"{name} must be positive"})
     return value
 
 
@@ -710,12 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.cliniko_url else []
     stub.seed(conversations=args.seed_conversations, seed=args.seed, people=people)
     print(f"Chatwoot stand-in at {stub.base_url} (account {stub.account_id}); Ctrl-C to stop", flush=True)
-    with stub:
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    stub.serve_until_interrupted()
 
 
 if __name__ == "__main__":

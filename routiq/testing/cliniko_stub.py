@@ -19,23 +19,19 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import json
 import math
 import operator
 import random
 import re
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from typing import Any
+from urllib.parse import urlencode
+
+from routiq.testing.stub_server import DEFAULT_CLOCK, StubError, StubServer
 
 ID_BASE = 1390726237298631000  # ids stay 19 digits: beyond 2**53, so float parsing corrupts them
-DEFAULT_CLOCK = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 USER_AGENT_RE = re.compile(r"^\S.*\s\([^\s()@]+@[^\s()@]+\.[^\s()@]+\)$")  # "App name (contact@email)"
 FILTER_RE = re.compile(r"^(\w+):(>=|<=|>|<|=)(.*)$")
 OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
@@ -106,119 +102,38 @@ def _fmt(dt: datetime | None) -> str | None:
     return None if dt is None else dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _ApiError(Exception):
-    """Short-circuits a request into a JSON error response."""
+class _ApiError(StubError):
+    """Short-circuits a request into Cliniko's JSON error form."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+        super().__init__(status, {"message": message}, headers)
 
 
-@dataclass(frozen=True)
-class RecordedRequest:
-    method: str
-    path: str  # e.g. "/v1/patients", without the query string
-    query: list[tuple[str, str]]  # decoded, in order, repeats kept (q[] appears once per filter)
-    headers: dict[str, str]
-
-    def params(self, key: str) -> list[str]:
-        return [v for k, v in self.query if k == key]
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    path_prefix: str
-    status: int
-    seconds: float
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a hung client must not block stop()
-    allow_reuse_address = True
-    stub: ClinikoStub
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # client hung up (e.g. timeout test)
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-        pass
-
-    def do_GET(self) -> None:
-        self.server.stub._handle(self)
-
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET  # routed to a JSON 404
-
-
-class ClinikoStub:
+class ClinikoStub(StubServer):
     """The fake Cliniko shard. Binds its port on construction; start()/stop() once (or use ``with``).
 
     State methods take ids as int or str and return records in API form, as a client would see them.
     """
 
+    fault_kinds = FAULT_KINDS
+    api_root = "/v1"
+
     def __init__(self, api_keys: Iterable[str] = ("test-key",), *, ids_as_strings: bool = True,
                  rate_limit_per_minute: int | None = 200, port: int = 0,
                  clock: datetime = DEFAULT_CLOCK) -> None:
+        super().__init__(port=port, clock=_parse_dt(clock))
         self.api_keys = frozenset([api_keys] if isinstance(api_keys, str) else api_keys)
         self.ids_as_strings = ids_as_strings
         self.rate_limit_per_minute = rate_limit_per_minute
-        self.clock = _parse_dt(clock)
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.RLock()
         self._patients: dict[int, dict] = {}
         self._appointments: dict[int, dict] = {}
         self._id_counter = 0
-        self._faults: list[_Fault] = []
         self._raw: dict[int, tuple[dict[str, Any], frozenset[str]]] = {}  # record id -> (served values, dropped keys)
         self._windows: dict[str, tuple[float, int]] = {}  # api key -> (window start, count)
-        self._stopping = threading.Event()  # cuts "delay" faults short on stop()
-        # Bind now so base_url (used in every link) is known before start().
-        self._server = _Server(("127.0.0.1", port), _Handler)
-        self._server.stub = self
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> Self:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="cliniko-stub", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- clock, log, faults ---------------------------------------------------------
-    def advance(self, seconds: float = 0, **delta: float) -> datetime:
-        """Move the data clock forward, e.g. ``advance(seconds=1)`` or ``advance(days=2)``."""
-        with self._lock:
-            self.clock += timedelta(seconds=seconds, **delta)
-            return self.clock
-
+    # -- clock, faults ---------------------------------------------------------------------
     def _now(self) -> datetime:
         return _parse_dt(self.clock).replace(microsecond=0)
-
-    def reset_log(self) -> None:
-        with self._lock:
-            self.requests.clear()
 
     def queue_faults(self, kind: str, count: int = 1, *, status: int = 503, seconds: float = 1.0,
                      path_prefix: str = "") -> None:
@@ -229,26 +144,10 @@ class ClinikoStub:
         "missing_key" (200, JSON without the resource key), "delay" (sleep ``seconds``,
         then answer normally). Faults fire before auth and are not rate-limit counted.
         """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if path_prefix and not path_prefix.startswith("/v1"):
             path_prefix = "/v1" + path_prefix
-        with self._lock:
-            self._faults.append(_Fault(kind, count, path_prefix, status, seconds))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if path.startswith(fault.path_prefix):
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+        self._queue_fault(kind, count, status=status, seconds=seconds,
+                          applies=lambda path: path.startswith(path_prefix))
 
     # -- state API -----------------------------------------------------------------------
     def add_patient(self, **fields: Any) -> dict:
@@ -419,39 +318,8 @@ class ClinikoStub:
         self._appointments[rec["id"]] = rec
 
     # -- HTTP ------------------------------------------------------------------------
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
-        if h.headers.get("Content-Length"):  # drain any body so closing the socket doesn't RST the client
-            h.rfile.read(int(h.headers["Content-Length"]))
-        url = urlsplit(h.path)
-        path = url.path.rstrip("/") or "/"
-        pairs = parse_qsl(url.query, keep_blank_values=True)
-        with self._lock:
-            self.requests.append(RecordedRequest(h.command, path, pairs, dict(h.headers.items())))
-        extra: dict[str, str] = {}
-        try:
-            status, payload = 200, self._respond(h.command, path, pairs, h.headers)
-        except _ApiError as err:
-            status, payload, extra = err.status, {"message": err.message}, err.headers
-        except Exception as exc:  # a stub bug: answer 500, then let handle_error print the traceback
-            self._send(h, 500, json.dumps({"message": f"stub error: {exc!r}"}).encode(), {})
-            raise
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self._send(h, status, body, extra)
-
-    @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> None:
-        try:
-            h.send_response(status)
-            h.send_header("Content-Type", "application/json; charset=utf-8")
-            h.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                h.send_header(name, value)
-            h.end_headers()
-            h.wfile.write(body)
-        except ConnectionError:  # client already gave up (timeout tests)
-            pass
-
-    def _respond(self, method: str, path: str, pairs: list[tuple[str, str]], headers: Any) -> dict | bytes:
+    def _respond(self, method: str, path: str, pairs: list[tuple[str, str]], headers: Any,
+                 body: bytes) -> dict | bytes:
         fault = self._take_fault(path)
         if fault and fault.kind == "status":
             raise _ApiError(fault.status, f"Forced fault: HTTP {fault.status}")
@@ -463,7 +331,7 @@ class ClinikoStub:
         if fault and fault.kind == "missing_key":
             return {"total_entries": 0, "links": {"self": self.base_url + path[3:]}}
         if fault and fault.kind == "delay":
-            self._stopping.wait(fault.seconds)
+            self._pause(fault.seconds)
         if not USER_AGENT_RE.match(headers.get("User-Agent", "")):
             raise _ApiError(403, "A User-Agent of the form 'App name (contact@email)' is required")
         self._check_rate_limit(self._authenticate(headers.get("Authorization", "")))
@@ -584,12 +452,7 @@ def main(argv: list[str] | None = None) -> None:
                        rate_limit_per_minute=args.rate_limit or None, port=args.port, clock=datetime.now(UTC))
     stub.seed(patients=args.seed_patients, appointments_per_patient=args.appointments_per_patient, seed=args.seed)
     print(f"Cliniko stub at {stub.base_url} (keys: {', '.join(sorted(stub.api_keys))}); Ctrl-C to stop", flush=True)
-    with stub:
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+    stub.serve_until_interrupted()
 
 
 if __name__ == "__main__":
