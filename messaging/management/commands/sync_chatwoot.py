@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from messaging.jobs import enqueue_chatwoot_sync
 from messaging.sync import RESOURCES, chatwoot_client, sync_chatwoot
-from routiq.http import VendorError
-from routiq.sync import PageProgress, SyncAlreadyRunning
+from routiq.foreground_sync import run_with_progress
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization
 
@@ -42,17 +40,8 @@ class Command(BaseCommand):
                 self.run_one(organization, name, client, full)
 
     def run_one(self, organization, resource, client, full):
-        with tqdm(desc=resource, unit="rec", file=self.stderr) as bar:
-            def on_page(progress: PageProgress):
-                bar.update(progress.records)
-
-            try:
-                log = sync_chatwoot(organization=organization, resource=resource, client=client, full=full,
-                                    on_page=on_page)
-            except SyncAlreadyRunning as exc:
-                raise CommandError(str(exc)) from exc
-            except VendorError as exc:
-                raise CommandError(f"{resource} sync failed: {exc}") from exc
+        log = run_with_progress(self, resource=resource, run=lambda on_page: sync_chatwoot(
+            organization=organization, resource=resource, client=client, full=full, on_page=on_page))
         self.stdout.write(self.style.SUCCESS(
             f"{resource}: fetched {log.fetched_count}, created {log.created_count}, updated {log.updated_count}, "
             f"skipped {log.failed_count} unreadable"))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
 from patients.jobs import cliniko_client_for, enqueue_cliniko_sync, enqueue_organization_sync
-from patients.sync import RESOURCES, PageProgress, SyncAlreadyRunning, sync_cliniko
-from routiq.http import VendorError
+from patients.sync import RESOURCES, sync_cliniko
+from routiq.foreground_sync import run_with_progress
 from tenants.credentials import credential_get
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization
@@ -44,18 +43,8 @@ class Command(BaseCommand):
                 self.run_one(organization, name, client, full)
 
     def run_one(self, organization, resource, client, full):
-        with tqdm(desc=resource, unit="rec", file=self.stderr) as bar:
-            def on_page(progress: PageProgress):
-                bar.set_postfix_str(progress.stream)
-                bar.update(progress.records)
-
-            try:
-                log = sync_cliniko(organization=organization, resource=resource, client=client, full=full,
-                                   on_page=on_page)
-            except SyncAlreadyRunning as exc:
-                raise CommandError(str(exc)) from exc
-            except VendorError as exc:
-                raise CommandError(f"{resource} sync failed: {exc}") from exc
+        log = run_with_progress(self, resource=resource, run=lambda on_page: sync_cliniko(
+            organization=organization, resource=resource, client=client, full=full, on_page=on_page))
         self.stdout.write(self.style.SUCCESS(
             f"{resource}: fetched {log.fetched_count}, created {log.created_count}, updated {log.updated_count}, "
             f"archived/cancelled/deleted {log.archived_count}, skipped {log.failed_count} unreadable"
