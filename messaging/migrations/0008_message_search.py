@@ -30,6 +30,9 @@ ENGLISH_COUNTRIES = ("AU", "NZ", "GB", "US", "CA", "IE")
 # turns them into <mark>…</mark>. They are stripped from the content first, so a message cannot fake a mark.
 START_MARK, STOP_MARK = "\ue000", "\ue001"
 MAX_ROWS = 200
+# Over the whole inbox, the newest this many documents are tried first: a word that fills a page from them is
+# common, and the GIN index would hand over all its (many) matches to be sorted.
+RECENT_PROBE = 20_000
 
 
 def quote_literal(text: str) -> str:
@@ -138,17 +141,25 @@ def forward_sql(schema: str) -> list[str]:
         "FOR EACH STATEMENT EXECUTE FUNCTION messages_search_updated()",
         "CREATE TRIGGER messages_search_delete AFTER DELETE ON messages REFERENCING OLD TABLE AS old_rows "
         "FOR EACH STATEMENT EXECUTE FUNCTION messages_search_deleted()",
-        # Two statements. The hits come from the documents alone, planned afresh for each search (EXECUTE): a
-        # common word is fastest walking the time index newest first and stopping at the page, a rare one
-        # through the GIN index, and a cached generic plan would pick one for both. Then each hit's content
-        # is fetched by its key (id, sent_at), one partition each, for the snippet; joined in one statement,
-        # the planner hashed every partition of messages instead.
+        # The hits come from the documents alone, by plans bounded whatever the planner estimates (on 5M
+        # messages it walked the time index for a rare word, filtering every row: seconds):
+        #   * within a thread or a contact's threads: bitmap scans only (their conversations' documents, and
+        #     the GIN index), so the work is bounded by the smaller of the two;
+        #   * over the whole inbox: the newest RECENT_PROBE documents first (a bounded walk of the time index);
+        #     a word that fills the page from them is done. Otherwise it is rarer than a page in RECENT_PROBE,
+        #     so its matches are few, and the GIN index (bitmap scans only) fetches and sorts all of them.
+        # The planner settings are changed for single statements with set_config(…, true); the function's
+        # own SET clauses restore the caller's values when it returns. Then each hit's content is fetched by
+        # its key (id, sent_at), one partition each, for the snippet (one join hashed every partition).
         f"""
         CREATE FUNCTION {s}.message_search(search_text text, only_conversation uuid, only_contact uuid,
                                            max_rows integer)
         RETURNS TABLE (message_id bigint, conversation_id uuid, sent_at timestamp with time zone, snippet text)
         LANGUAGE plpgsql STABLE SECURITY DEFINER
         SET search_path = {s}, pg_temp
+        SET enable_seqscan = on
+        SET enable_indexscan = on
+        SET enable_bitmapscan = on
         AS $function$
         DECLARE
             bound_text text := current_setting('app.current_organization', true);
@@ -156,6 +167,8 @@ def forward_sql(schema: str) -> list[str]:
             config regconfig;
             query tsquery;
             wanted integer := least(greatest(coalesce(max_rows, 50), 1), {MAX_ROWS});
+            threads uuid[];
+            candidates integer;
             hit_ids bigint[];
             hit_times timestamp with time zone[];
             hit_conversations uuid[];
@@ -171,22 +184,68 @@ def forward_sql(schema: str) -> list[str]:
             IF numnode(query) = 0 THEN
                 RETURN;
             END IF;
-            EXECUTE $hits$
-                SELECT array_agg(message_id ORDER BY sent_at DESC, message_id DESC),
-                       array_agg(sent_at ORDER BY sent_at DESC, message_id DESC),
-                       array_agg(conversation_id ORDER BY sent_at DESC, message_id DESC)
-                FROM (
-                    SELECT d.message_id, d.sent_at, d.conversation_id
-                    FROM {s}.message_search_documents d
-                    WHERE d.document @@ $1
-                      AND ($2::uuid IS NULL OR d.conversation_id = $2)
-                      AND ($3::uuid IS NULL OR d.conversation_id IN (
-                          SELECT c.id FROM {s}.conversations c WHERE c.contact_id = $3))
-                    ORDER BY d.sent_at DESC, d.message_id DESC
-                    LIMIT $4
-                ) hits
-            $hits$ INTO hit_ids, hit_times, hit_conversations
-            USING query, only_conversation, only_contact, wanted;
+            IF only_conversation IS NOT NULL OR only_contact IS NOT NULL THEN
+                IF only_conversation IS NOT NULL THEN
+                    threads := ARRAY[only_conversation];
+                ELSE  -- read under conversations' forced RLS
+                    SELECT array_agg(c.id) INTO threads FROM {s}.conversations c WHERE c.contact_id = only_contact;
+                END IF;
+                IF threads IS NULL THEN
+                    RETURN;
+                END IF;
+                PERFORM set_config('enable_seqscan', 'off', true);
+                PERFORM set_config('enable_indexscan', 'off', true);
+                EXECUTE $hits$
+                    SELECT array_agg(message_id ORDER BY sent_at DESC, message_id DESC),
+                           array_agg(sent_at ORDER BY sent_at DESC, message_id DESC),
+                           array_agg(conversation_id ORDER BY sent_at DESC, message_id DESC)
+                    FROM (
+                        SELECT d.message_id, d.sent_at, d.conversation_id
+                        FROM {s}.message_search_documents d
+                        WHERE d.conversation_id = ANY($2) AND d.document @@ $1
+                        ORDER BY d.sent_at DESC, d.message_id DESC
+                        LIMIT $3
+                    ) hits
+                $hits$ INTO hit_ids, hit_times, hit_conversations USING query, threads, wanted;
+            ELSE
+                PERFORM set_config('enable_bitmapscan', 'off', true);
+                EXECUTE $hits$
+                    SELECT array_agg(message_id ORDER BY sent_at DESC, message_id DESC),
+                           array_agg(sent_at ORDER BY sent_at DESC, message_id DESC),
+                           array_agg(conversation_id ORDER BY sent_at DESC, message_id DESC)
+                    FROM (
+                        SELECT recent.message_id, recent.sent_at, recent.conversation_id
+                        FROM (
+                            SELECT d.message_id, d.sent_at, d.conversation_id, d.document
+                            FROM {s}.message_search_documents d
+                            ORDER BY d.sent_at DESC, d.message_id DESC
+                            LIMIT {RECENT_PROBE}
+                        ) recent
+                        WHERE recent.document @@ $1
+                        ORDER BY recent.sent_at DESC, recent.message_id DESC
+                        LIMIT $2
+                    ) hits
+                $hits$ INTO hit_ids, hit_times, hit_conversations USING query, wanted;
+                IF coalesce(array_length(hit_ids, 1), 0) < wanted THEN
+                    PERFORM set_config('enable_bitmapscan', 'on', true);
+                    PERFORM set_config('enable_seqscan', 'off', true);
+                    PERFORM set_config('enable_indexscan', 'off', true);
+                    EXECUTE $hits$
+                        SELECT array_agg(message_id ORDER BY sent_at DESC, message_id DESC),
+                               array_agg(sent_at ORDER BY sent_at DESC, message_id DESC),
+                               array_agg(conversation_id ORDER BY sent_at DESC, message_id DESC)
+                        FROM (
+                            SELECT d.message_id, d.sent_at, d.conversation_id
+                            FROM {s}.message_search_documents d WHERE d.document @@ $1
+                            ORDER BY d.sent_at DESC, d.message_id DESC
+                            LIMIT $2
+                        ) hits
+                    $hits$ INTO hit_ids, hit_times, hit_conversations USING query, wanted;
+                END IF;
+            END IF;
+            PERFORM set_config('enable_seqscan', 'on', true);
+            PERFORM set_config('enable_indexscan', 'on', true);
+            PERFORM set_config('enable_bitmapscan', 'on', true);
             IF hit_ids IS NULL THEN
                 RETURN;
             END IF;

@@ -152,3 +152,22 @@ def test_documents_have_no_policy_so_even_granted_roles_see_nothing(org_a):
 def test_search_config_follows_the_country():
     assert [search_config_for(country) for country in ("AU", "nz", "GB", "US", "CA", "IE")] == ["english"] * 6
     assert search_config_for("DE") == "simple" and search_config_for("") == "simple"
+
+
+def test_a_match_older_than_the_newest_documents_probe_is_still_found(org_a):
+    """Over the whole inbox the function first tries the newest documents (a common word fills the page from
+    them), then the GIN index: an old, rare match beyond that window is found, and common words stay newest first."""
+    with bind_organization(org_a):
+        old_thread, busy = thread(org_a), thread(org_a)
+        needle = say(org_a, old_thread, "orthotics fitting", minutes=-10_000)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO messages (created_at, updated_at, provider, external_id, direction, content, content_type,"
+                " sent_at, conversation_id, organization_id, attachments, private, sender_name) "
+                "SELECT now(), now(), 'chatwoot', 'filler' || g, 'inbound', 'routine reminder ' || g, 'text', "
+                "%s + g * interval '1 second', %s, %s, '[]', false, '' FROM generate_series(1, 20050) g",
+                [BASE, busy.pk, org_a.pk])
+        assert [hit.message_id for hit in message_search(organization=org_a, query="orthotics")] == [needle.pk]
+        newest = message_search(organization=org_a, query="reminder", limit=3)
+        assert [hit.sent_at for hit in newest] == [BASE + datetime.timedelta(seconds=n) for n in (20050, 20049, 20048)]
+        assert message_search(organization=org_a, query="orthotics", contact_id=None, conversation_id=busy.pk) == []
