@@ -4,7 +4,7 @@ as the app role with FORCE RLS.
 
     .venv/bin/python scripts/bench_messaging.py [--messages 5000000] [--conversations 500000]
         [--thread-messages 10000] [--patient-messages 10000] [--patient-appointments 500]
-        [--upsert-rows 20000] [--repeat 100] [--keep] [--skip-seed] [--database NAME] [--app-url URL]
+        [--upsert-rows 20000] [--webhooks 2000] [--repeat 100] [--keep] [--skip-seed] [--database NAME] [--app-url URL]
 
 Works like scripts/bench_patients.py (same roles, scratch database `routiq_bench_messaging` on the server of
 DATABASE_ADMIN_URL, dropped afterwards unless --keep):
@@ -25,6 +25,10 @@ DATABASE_ADMIN_URL, dropped afterwards unless --keep):
    timeline, next to the same search written as a plain `@@` over messages (what RLS leaves of it).
 3. Still as the app role: messaging.services.messages_upsert in pages of 100 (new rows in 1% new
    conversations, then the same pages again unchanged), in rows/s.
+4. Webhook deliveries processed per second end to end: --webhooks signed Chatwoot ``message_created``
+   deliveries POSTed one after another to /webhooks/chatwoot/<token>/ through django.test.Client in the
+   app-role process (verify, record the delivery, match the contact, upsert conversation and message with
+   their counters and search documents, commit), with p50/p95 latency.
 
 Targets: inbox, thread and timeline p95 < 50 ms; search p95 < 100 ms. messaging/tests/test_bench_smoke.py runs
 it tiny.
@@ -56,6 +60,8 @@ DATABASE = "routiq_bench_messaging"
 CLERK_ORG_ID = "org_bench_messaging"
 BATCH = 500_000
 PAGE = 100
+WEBHOOK_SECRET = "bench-chatwoot-webhook-secret"
+WEBHOOK_ID_BASE = 900_000_000  # Chatwoot contact and conversation ids of the webhook phase start above this
 MONTHS = 24
 TARGETS = {"page": 50.0, "search": 100.0}
 # A clinic's words, most frequent first (drawn Zipf-like), and rare ones with fixed odds per message.
@@ -204,7 +210,9 @@ def seed(args, shape: Shape) -> tuple[str, float | None]:
         name="Bench Messaging Clinic", clerk_org_id=CLERK_ORG_ID, country="AU")
     with bind_organization(organization), connection.cursor() as cursor:
         cursor.execute("DELETE FROM messages WHERE external_id NOT LIKE 'b%%'")  # a previous run's upserts
-        cursor.execute("DELETE FROM conversations WHERE external_id LIKE 'u%%'")
+        cursor.execute("DELETE FROM conversations WHERE external_id LIKE 'u%%' OR external_id ~ '^9[0-9]{8}$'")
+        cursor.execute("DELETE FROM contacts WHERE chatwoot_contact_id >= %s", [WEBHOOK_ID_BASE])
+        cursor.execute("DELETE FROM webhook_deliveries")
         cursor.execute("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM conversations)")
         counts = cursor.fetchone()
         if args.skip_seed or counts == (shape.messages, shape.conversations):
@@ -474,6 +482,73 @@ def time_sync(organization, count: int, budget_s: float = 120.0) -> dict:
     return {"rates": rate, "written": created, "written_unchanged": rewritten}
 
 
+def webhook_deliveries(organization, count: int) -> list[tuple[str, bytes, dict]]:
+    """``count`` signed ``message_created`` deliveries as Chatwoot sends them (routiq.testing.chatwoot_stub
+    builds and signs them; its server is never started): ten messages per conversation, each conversation and
+    its contact new to the clinic on its first message (a lead is made for it), inbound and outbound
+    alternating. (url, body, headers) each, signed now: the timestamp must stay within five minutes."""
+    from routiq.testing.chatwoot_stub import ChatwootStub, signed_webhook_headers
+
+    stub = ChatwootStub(account_id=1, clock=datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
+    stub.stop()  # only its records and payload builders are used: release the port it bound
+    # Chatwoot ids far above the seeded conversations' (1..--conversations), so no delivery lands in one of them.
+    for kind in ("contact", "conversation"):
+        stub._next[kind] = WEBHOOK_ID_BASE
+    rng = random.Random(11)
+    texts = message_texts(count, rng)
+    url = f"/webhooks/chatwoot/{organization.webhook_token}/"
+    deliveries, display_id = [], None
+    for n in range(count):
+        if n % 10 == 0:
+            contact = stub.add_contact(f"Webhook Person {n}", email=f"webhook{n}@example.com",
+                                       phone_number=f"+6149{n:07d}")
+            display_id = stub.add_conversation(contact["id"])["id"]
+        message = stub.add_message(display_id, texts[n], message_type="incoming" if n % 2 == 0 else "outgoing")
+        body = json.dumps(stub.message_webhook_payload(message["id"])).encode()
+        headers = signed_webhook_headers(WEBHOOK_SECRET, body)
+        headers.pop("Content-Type")
+        deliveries.append((url, body, headers))
+    return deliveries
+
+
+def time_webhooks(organization, count: int) -> dict:
+    """Deliveries processed per second end to end, one after another through the real view in this process
+    (django.test.Client: the whole middleware stack, the throttle in Redis, the token, the HMAC and timestamp,
+    the delivery row, contact matching, the conversation and message upserts with their counters and search
+    documents, all committed before the answer; the view applies a delivery in the request rather than
+    enqueueing it, see messaging/webhooks.py). Signing is done before the clock starts, as Chatwoot does it."""
+    from django.conf import settings
+    from django.test import Client
+
+    from tenants.credentials import credential_set
+    from tenants.rls.binding import bind_organization
+    from tenants.webhook_endpoints import credential_webhook_secret_set
+
+    with bind_organization(organization):
+        credential_set(organization=organization, provider="chatwoot", secret="bench-api-token",
+                       base_url="https://chatwoot.example.com", account_id="1")
+        credential_webhook_secret_set(organization=organization, provider="chatwoot", secret=WEBHOOK_SECRET)
+    settings.WEBHOOK_RATE_LIMIT_PER_MINUTE = 10 * count + 1000  # one client address sends them all here
+    deliveries = webhook_deliveries(organization, count)
+    client = Client()
+    samples, statuses = [], {}
+    started = time.perf_counter()
+    for url, body, headers in deliveries:
+        begun = time.perf_counter()
+        response = client.post(url, body, content_type="application/json", headers=headers)
+        samples.append((time.perf_counter() - begun) * 1000)
+        answer = response.json().get("status") if response.status_code == 200 else response.status_code
+        statuses[str(answer)] = statuses.get(str(answer), 0) + 1
+    seconds = time.perf_counter() - started
+    rate = count / seconds
+    print(f"\nwebhook deliveries, {count:,} signed Chatwoot message_created through POST "
+          f"/webhooks/chatwoot/<token>/ (verify + record + apply, in-process client, one at a time):")
+    print(f"  webhook deliveries processed      {seconds:7.2f} s  {rate:10,.1f} deliveries/s  "
+          f"p50 {statistics.median(samples):.1f} ms  p95 {p95(samples):.1f} ms  answers {statuses}")
+    return {"deliveries_per_s": rate, "p50_ms": statistics.median(samples), "p95_ms": p95(samples),
+            "statuses": statuses}
+
+
 def measure(args) -> int:
     django_setup()
     from tenants.models import Organization
@@ -489,8 +564,9 @@ def measure(args) -> int:
                 sync = time_sync(organization, args.upsert_rows)
             except ImportError as exc:
                 print(f"sync write path skipped: {exc!r}")
+    webhooks = time_webhooks(organization, args.webhooks) if args.webhooks else None  # the frame binds itself
     Path(args.results).write_text(json.dumps({"role": role, "timings": [asdict(t) for t in timings],
-                                              "sync": sync}, default=str))
+                                              "sync": sync, "webhooks": webhooks}, default=str))
     return 0
 
 
@@ -502,6 +578,7 @@ def main() -> int:
     parser.add_argument("--patient-messages", type=int, default=10_000)
     parser.add_argument("--patient-appointments", type=int, default=500)
     parser.add_argument("--upsert-rows", type=int, default=20_000, help="Messages to upsert (0: skip).")
+    parser.add_argument("--webhooks", type=int, default=2_000, help="Webhook deliveries to post (0: skip).")
     parser.add_argument("--repeat", type=int, default=100, help="Timed calls per operation (after a warm-up).")
     parser.add_argument("--keep", action="store_true", help="Keep the database (and reuse its data next time).")
     parser.add_argument("--skip-seed", action="store_true", help="Measure the kept database as it is.")
@@ -543,7 +620,8 @@ def main() -> int:
 
     with tempfile.NamedTemporaryFile(suffix=".json") as results:
         command = [sys.executable, __file__, "--measure-only", "--organization", organization_id,
-                   "--repeat", str(args.repeat), "--upsert-rows", str(args.upsert_rows), "--results", results.name]
+                   "--repeat", str(args.repeat), "--upsert-rows", str(args.upsert_rows),
+                   "--webhooks", str(args.webhooks), "--results", results.name]
         if subprocess.run(command, env={**env, "DATABASE_URL": app_url}, cwd=ROOT).returncode:
             sys.exit("the measurement phase failed")
         report = json.loads(Path(results.name).read_text())
@@ -563,6 +641,9 @@ def main() -> int:
     if report["sync"]:
         summary += (f"; upsert {report['sync']['rates']['new']:,.0f} rows/s new, "
                     f"{report['sync']['rates']['unchanged']:,.0f} unchanged")
+    if report.get("webhooks"):
+        summary += (f"; webhooks {report['webhooks']['deliveries_per_s']:,.1f} deliveries/s, "
+                    f"p95 {report['webhooks']['p95_ms']:.1f} ms")
     if seed_seconds is not None:
         summary += f"; seeding {seed_seconds:.0f} s"
     print(f"\nCommand: {shlex.join(sys.orig_argv)}")

@@ -23,7 +23,7 @@ def test_bench_messaging_runs_at_tiny_sizes():
                     "(scripts/dev.py test and CI set it)")
     command = [sys.executable, str(ROOT / "scripts" / "bench_messaging.py"), "--messages", "3000",
                "--conversations", "200", "--thread-messages", "400", "--patient-messages", "300",
-               "--patient-appointments", "20", "--upsert-rows", "200", "--repeat", "3",
+               "--patient-appointments", "20", "--upsert-rows", "200", "--webhooks", "20", "--repeat", "3",
                "--database", SMOKE_DATABASE]
     result = subprocess.run(command, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=180)
     output = result.stdout + result.stderr
@@ -40,6 +40,9 @@ def test_bench_messaging_runs_at_tiny_sizes():
         "upsert, new rows",
         "(written 200)",  # the new messages were all written ...
         "(written 0)",  # ... and re-sending them unchanged wrote nothing
+        "webhook deliveries processed",
+        "deliveries/s",
+        "answers {'processed': 20}",  # every signed delivery verified, recorded and applied
         "Summary:",
     ):
         assert expected in result.stdout, f"{expected!r} missing from the output:\n{output[-6000:]}"
