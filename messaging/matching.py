@@ -340,6 +340,9 @@ def contact_unlink(*, organization: Organization, patient, provider: str, actor)
     field = _field(provider)
     with transaction.atomic():
         patient = _contact(organization, patient)
+        if patient.cliniko_patient_id is None:
+            # A lead *is* the messaging contact: there is no patient to take it away from.
+            raise ValueError("This is a lead, not a patient: there is nothing to unlink.")
         value = getattr(patient, field)
         if value is None:
             raise ValueError(f"The patient has no {provider} contact to unlink.")

@@ -228,3 +228,14 @@ def test_two_runs_creating_the_same_lead_at_once_share_it(org_a):
     assert results["first"] == results["second"]
     with bind_organization(org_a):
         assert Contact.objects.filter(chatwoot_contact_id=51).count() == 1
+
+
+def test_a_lead_cannot_be_unlinked_from_itself(org_a, admin_a):
+    lead_id = match(org_a, chatwoot(21, name="Walk In", phone="+61400000021"))["21"]
+
+    with bind_organization(org_a):
+        lead = Contact.objects.get(pk=lead_id)
+        with pytest.raises(ValueError, match="lead"):
+            contact_unlink(organization=org_a, patient=lead, provider="chatwoot", actor=admin_a)
+        assert Contact.objects.filter(chatwoot_contact_id=21).count() == 1
+        assert not ContactLinkDecision.objects.filter(external_id="21").exists()
