@@ -8,6 +8,7 @@ fail on the unique Cliniko-id index instead of passing as an upsert would.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import psycopg
@@ -125,7 +126,22 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(org_a):
     finally:
         holder.close()
 
+    # The server drops a closed connection's locks when its backend exits, a moment after close() returns.
+    wait_until_no_advisory_locks()
     assert run(org_a, vendor_of(4)).status == SyncStatus.SUCCEEDED  # released with the holder's connection
+
+
+def wait_until_no_advisory_locks(timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid() "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+        time.sleep(0.05)
 
 
 def test_the_lock_is_per_resource_and_organization(org_a, org_b):
