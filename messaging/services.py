@@ -1,10 +1,11 @@
 """Writes of conversations and messages, for the syncs, the webhooks and the reply box.
 
 Each write is set-based: one hand-written ``INSERT … ON CONFLICT … DO UPDATE … WHERE (…) IS DISTINCT FROM (…)``
-per page (unchanged rows are not rewritten), then one statement that brings the touched conversations'
-counters up to date (``message_count``, ``last_message_at``, ``last_message_preview``, ``unanswered_since``) in
-the same transaction, so no page ever counts messages. Rows are duck-typed (messaging.chatwoot_records'
-ConversationRow / MessageRow; ManyChat builds the same attributes) and carry their provider.
+per page (unchanged rows are not rewritten), then the touched conversations are locked and their counters
+(``message_count``, ``last_message_at``, ``last_message_preview``, ``unanswered_since``) moved by the rows
+written, in the same transaction, so neither a page nor a write ever counts messages. Rows are duck-typed
+(messaging.chatwoot_records' ConversationRow / MessageRow; ManyChat builds the same attributes) and carry
+their provider.
 
 The organization is bound by the caller and must be the one named.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -105,73 +108,135 @@ def conversations_upsert(*, organization: Organization, rows: Sequence) -> Write
 # month must contain the partition column (sent_at). A message's time never changes at the vendor, and the
 # records module truncates it to the second, so the API's and the webhook's copies of one message agree.
 MESSAGES_CONFLICT_TARGET = "(provider, external_id, sent_at)"
+# Which returned rows were inserted: a partitioned table cannot return xmax (the usual test), and a snapshot
+# of the keys taken beforehand would call a row inserted that another transaction committed in between (the
+# insert then takes the update path). So the row version itself says it: an insert sets created_at and
+# updated_at to the same now(); the update path sets updated_at to clock_timestamp(), which is later than any
+# now() of a transaction that already wrote the row (even this one, earlier), so never equal to created_at.
 MESSAGES_UPSERT = f"""
-WITH r AS (
-    SELECT * FROM unnest(%(providers)s::text[], %(conversation_ids)s::text[], %(external_ids)s::text[],
-                         %(directions)s::text[], %(privates)s::boolean[], %(senders)s::text[], %(contents)s::text[],
-                         %(content_types)s::text[], %(attachments)s::text[], %(sent)s::timestamptz[])
-         AS r(provider, conversation_external_id, external_id, direction, private, sender_name, content,
-              content_type, attachments, sent_at)
-), existing AS (  -- the statement's snapshot: which keys were there before it
-    SELECT m.provider, m.external_id, m.sent_at FROM messages m
-    JOIN r ON (m.provider, m.external_id, m.sent_at) = (r.provider, r.external_id, r.sent_at)
-), written AS (
 INSERT INTO messages AS m (
     organization_id, conversation_id, provider, external_id, direction, private, sender_name, content,
     content_type, attachments, sent_at, created_at, updated_at)
 SELECT %(organization_id)s, c.id, r.provider, r.external_id, r.direction, r.private, r.sender_name, r.content,
        r.content_type, r.attachments::jsonb, r.sent_at, now(), now()
-FROM r
+FROM unnest(%(providers)s::text[], %(conversation_ids)s::text[], %(external_ids)s::text[], %(directions)s::text[],
+            %(privates)s::boolean[], %(senders)s::text[], %(contents)s::text[], %(content_types)s::text[],
+            %(attachments)s::text[], %(sent)s::timestamptz[])
+     AS r(provider, conversation_external_id, external_id, direction, private, sender_name, content, content_type,
+          attachments, sent_at)
 JOIN conversations c ON c.organization_id = %(organization_id)s AND c.provider = r.provider
                     AND c.external_id = r.conversation_external_id
 ON CONFLICT {MESSAGES_CONFLICT_TARGET} DO UPDATE SET
     direction = EXCLUDED.direction, private = EXCLUDED.private, sender_name = EXCLUDED.sender_name,
     content = EXCLUDED.content, content_type = EXCLUDED.content_type, attachments = EXCLUDED.attachments,
-    updated_at = now()
+    updated_at = clock_timestamp()
 WHERE (m.direction, m.private, m.sender_name, m.content, m.content_type, m.attachments)
       IS DISTINCT FROM (EXCLUDED.direction, EXCLUDED.private, EXCLUDED.sender_name, EXCLUDED.content,
        EXCLUDED.content_type, EXCLUDED.attachments)
-RETURNING m.conversation_id, m.provider, m.external_id, m.sent_at
-)
--- A partitioned table cannot return xmax (the usual "was it inserted" test), hence the snapshot above.
-SELECT w.conversation_id, NOT EXISTS (
-    SELECT 1 FROM existing e WHERE (e.provider, e.external_id, e.sent_at) = (w.provider, w.external_id, w.sent_at))
-FROM written w
+RETURNING m.conversation_id, m.id, m.sent_at, m.direction, m.private, m.content, m.created_at = m.updated_at
 """
 
-# The touched conversations' counters, from their messages (short scans of the (conversation_id, sent_at)
-# index): the count, recounted rather than incremented, so the sync and a webhook writing the same message at
-# once cannot leave it off by one; the last message time; the preview (the latest message that is not a
-# private note); unanswered since = the first inbound message after the last outbound reply that is not a
-# private note (NULL when nothing waits). A conversation is rewritten only when one of them changed.
-CONVERSATION_COUNTERS = """
-WITH d AS (
-    SELECT * FROM unnest(%(conversation_ids)s::uuid[]) AS d(id)
-), s AS (
-    SELECT d.id,
-           (SELECT count(*) FROM messages m WHERE m.conversation_id = d.id) AS total,
-           (SELECT max(m.sent_at) FROM messages m WHERE m.conversation_id = d.id) AS last_at,
-           (SELECT m.content FROM messages m WHERE m.conversation_id = d.id AND NOT m.private
-             ORDER BY m.sent_at DESC, m.id DESC LIMIT 1) AS last_content,
-           (SELECT max(m.sent_at) FROM messages m WHERE m.conversation_id = d.id AND m.direction = 'outbound'
-               AND NOT m.private) AS answered_at
-    FROM d
-), v AS (
-    SELECT s.id, s.total, s.last_at, s.last_content,
-           (SELECT min(m.sent_at) FROM messages m WHERE m.conversation_id = s.id AND m.direction = 'inbound'
-               AND (s.answered_at IS NULL OR m.sent_at > s.answered_at)) AS unanswered
-    FROM s
-)
+# The touched conversations, locked in id order (two writers of one conversation queue here rather than
+# deadlock) before their counters are read: what is read below is then the last committed state, and a
+# concurrent writer's messages are either in it or still to be added by that writer. NO KEY UPDATE does not
+# block the foreign-key checks of messages being written elsewhere.
+CONVERSATIONS_LOCK = """
+SELECT id, message_count, last_message_at, unanswered_since FROM conversations
+WHERE organization_id = %(organization_id)s AND id = ANY(%(conversation_ids)s::uuid[])
+ORDER BY id FOR NO KEY UPDATE
+"""
+
+# The counters, from the conversation's current values and the rows this statement wrote, never by counting
+# its messages (at a 10,000-message thread spread over two years of monthly partitions, recounting cost more
+# than the write): message_count plus the rows inserted; last_message_at the later of the two. The preview
+# (the latest message that is not a private note) and unanswered since (the first inbound message after the
+# last outbound reply that is not a private note; NULL when nothing waits) come from the page too when every
+# row of it is new and later than everything the conversation held (a live conversation, a sync walking
+# forwards): CONVERSATION_COUNTERS. Otherwise (an edit, older history, a tie in time) they are read back from
+# the conversation's messages by a few short probes of the (conversation_id, sent_at) index, still no count:
+# CONVERSATION_COUNTERS_RECOUNT, a separate statement because planning its probes over every monthly
+# partition costs more than the plain update's whole run. A NULL preview keeps the stored one. A conversation
+# is rewritten only when one of them changed.
+_COUNTERS_UPDATE = """
 UPDATE conversations c SET
     message_count = v.total, last_message_at = v.last_at,
-    last_message_preview = left(regexp_replace(coalesce(v.last_content, ''), '\\s+', ' ', 'g'), 200),
+    last_message_preview = coalesce(left(regexp_replace(v.preview, '\\s+', ' ', 'g'), 200), c.last_message_preview),
     unanswered_since = v.unanswered, updated_at = now()
 FROM v
-WHERE c.id = v.id AND c.organization_id = %(organization_id)s
+WHERE c.id = v.id AND c.organization_id = %(organization_id)s AND c.id = ANY(%(conversation_ids)s::uuid[])
   AND (c.message_count, c.last_message_at, c.last_message_preview, c.unanswered_since)
-      IS DISTINCT FROM (v.total, v.last_at, left(regexp_replace(coalesce(v.last_content, ''), '\\s+', ' ', 'g'), 200),
-       v.unanswered)
+      IS DISTINCT FROM (v.total, v.last_at,
+       coalesce(left(regexp_replace(v.preview, '\\s+', ' ', 'g'), 200), c.last_message_preview), v.unanswered)
 """
+CONVERSATION_COUNTERS = """
+WITH v AS (
+    SELECT * FROM unnest(%(conversation_ids)s::uuid[], %(totals)s::integer[], %(last_ats)s::timestamptz[],
+                         %(previews)s::text[], %(unanswered)s::timestamptz[])
+         AS v(id, total, last_at, preview, unanswered)
+)""" + _COUNTERS_UPDATE
+CONVERSATION_COUNTERS_RECOUNT = """
+WITH v AS MATERIALIZED (
+    SELECT d.id, d.total, d.last_at,
+           coalesce((SELECT m.content FROM messages m WHERE m.conversation_id = d.id AND NOT m.private
+                     ORDER BY m.sent_at DESC, m.id DESC LIMIT 1), '') AS preview,
+           (SELECT min(m.sent_at) FROM messages m WHERE m.conversation_id = d.id AND m.direction = 'inbound'
+              AND m.sent_at > coalesce((SELECT max(a.sent_at) FROM messages a WHERE a.conversation_id = d.id
+                                          AND a.direction = 'outbound' AND NOT a.private), '-infinity')) AS unanswered
+    FROM unnest(%(conversation_ids)s::uuid[], %(totals)s::integer[], %(last_ats)s::timestamptz[])
+         AS d(id, total, last_at)
+)""" + _COUNTERS_UPDATE
+
+
+@dataclass(frozen=True)
+class _Written:
+    """One message row the upsert inserted or changed, as RETURNING gave it."""
+
+    conversation_id: UUID
+    id: int
+    sent_at: datetime
+    direction: str
+    private: bool
+    content: str
+    inserted: bool
+
+
+def _counter_values(written: list[_Written], count: int, last_at: datetime | None,
+                    unanswered: datetime | None) -> tuple:
+    """(total, last_at, preview or None to keep it, unanswered) for one conversation; (total, last_at) alone
+    when the preview and unanswered since must be read back from its messages."""
+    written = sorted(written, key=lambda row: (row.sent_at, row.id))
+    inserted = sum(row.inserted for row in written)
+    newest = written[-1].sent_at
+    total, latest = count + inserted, newest if last_at is None else max(last_at, newest)
+    if inserted < len(written) or (last_at is not None and written[0].sent_at <= last_at):
+        return total, latest
+    public = [row for row in written if not row.private]
+    preview = public[-1].content if public else None
+    answers = [row.sent_at for row in public if row.direction == "outbound"]
+    if answers:
+        answered = max(answers)
+        unanswered = min((row.sent_at for row in written if row.direction == "inbound" and row.sent_at > answered),
+                         default=None)
+    elif unanswered is None:
+        unanswered = min((row.sent_at for row in written if row.direction == "inbound"), default=None)
+    return total, latest, preview, unanswered
+
+
+def _counters_update(cursor, organization_id: str, written: list[_Written]) -> None:
+    by_conversation: dict[UUID, list[_Written]] = defaultdict(list)
+    for row in written:
+        by_conversation[row.conversation_id].append(row)
+    cursor.execute(CONVERSATIONS_LOCK, {"organization_id": organization_id,
+                                        "conversation_ids": sorted(by_conversation)})
+    values = {pk: _counter_values(by_conversation[pk], count, last_at, unanswered)
+              for pk, count, last_at, unanswered in cursor.fetchall()}
+    for statement, width in ((CONVERSATION_COUNTERS, 4), (CONVERSATION_COUNTERS_RECOUNT, 2)):
+        group = {pk: value for pk, value in values.items() if len(value) == width}
+        if group:
+            columns = [list(column) for column in zip(*group.values(), strict=True)]
+            names = ("totals", "last_ats", "previews", "unanswered")[:width]
+            cursor.execute(statement, {"organization_id": organization_id, "conversation_ids": list(group),
+                                       **dict(zip(names, columns, strict=True))})
 
 
 def messages_upsert(*, organization: Organization, rows: Sequence) -> WriteCounts:
@@ -203,16 +268,14 @@ def messages_upsert(*, organization: Organization, rows: Sequence) -> WriteCount
             "attachments": [json.dumps(row.attachments) for row in rows],
             "sent": [row.sent_at for row in rows],
         }
-        touched: set[UUID] = set()
         with connection.cursor() as cursor:
             cursor.execute(MESSAGES_UPSERT, params)
-            for conversation_id, inserted in cursor.fetchall():
-                touched.add(conversation_id)
-                counts.created += inserted
-                counts.updated += not inserted
-            if touched:
-                cursor.execute(CONVERSATION_COUNTERS, {"organization_id": organization_id,
-                                                       "conversation_ids": sorted(touched)})
+            written = [_Written(*row) for row in cursor.fetchall()]
+            for row in written:
+                counts.created += row.inserted
+                counts.updated += not row.inserted
+            if written:
+                _counters_update(cursor, organization_id, written)
     return counts
 
 
