@@ -71,7 +71,10 @@ def conversations_upsert(*, organization: Organization, rows: Sequence) -> Write
     None) is matched to a Contact first (messaging.matching: a patient, or a lead of its own). Counters are
     left to the message writes; the contact of a conversation whose row names none is kept."""
     organization_id = _bound(organization)
-    rows = _unique_last(rows, lambda row: (row.provider, row.external_id))
+    # In key order: the conflicting rows are locked as they are met, and the message writes lock theirs in
+    # the same order, so two writers of the same conversations queue instead of deadlocking.
+    rows = sorted(_unique_last(rows, lambda row: (row.provider, row.external_id)),
+                  key=lambda row: (row.provider, row.external_id))
     counts = WriteCounts()
     if not rows:
         return counts
@@ -136,14 +139,15 @@ WHERE (m.direction, m.private, m.sender_name, m.content, m.content_type, m.attac
 RETURNING m.conversation_id, m.id, m.sent_at, m.direction, m.private, m.content, m.created_at = m.updated_at
 """
 
-# The touched conversations, locked in id order (two writers of one conversation queue here rather than
-# deadlock) before their counters are read: what is read below is then the last committed state, and a
-# concurrent writer's messages are either in it or still to be added by that writer. NO KEY UPDATE does not
-# block the foreign-key checks of messages being written elsewhere.
+# The touched conversations, locked in (provider, external id) order, as conversations_upsert meets them
+# (two writers of the same conversations queue rather than deadlock), before their counters are read: what
+# is read below is then the last committed state, and a concurrent writer's messages are either in it or
+# still to be added by that writer. NO KEY UPDATE does not block the foreign-key checks of messages being
+# written elsewhere.
 CONVERSATIONS_LOCK = """
 SELECT id, message_count, last_message_at, unanswered_since FROM conversations
 WHERE organization_id = %(organization_id)s AND id = ANY(%(conversation_ids)s::uuid[])
-ORDER BY id FOR NO KEY UPDATE
+ORDER BY provider, external_id FOR NO KEY UPDATE
 """
 
 # The counters, from the conversation's current values and the rows this statement wrote, never by counting
