@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from bench_patients import database_urls, django_setup, p95  # scripts/ is sys.path[0] when run as a script
+from bench_patients import check_role, database_urls, django_setup, p95  # scripts/ is sys.path[0] when run as a script
 from bench_tenancy import admin_execute, manage
 from dev import DEV_ROLES, ROOT, role_url
 from psycopg import sql
@@ -322,26 +322,6 @@ def timed(operation: str, call, repeat: int, target_ms: float | None, budget: fl
     return timing
 
 
-def check_role(organization) -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:  # nothing bound yet
-        cursor.execute("SELECT current_user, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
-        user, superuser, bypass = cursor.fetchone()
-        table = f'"{organization.schema_name}".messages'
-        cursor.execute("SELECT pg_get_userbyid(relowner), relforcerowsecurity FROM pg_class WHERE oid = %s::regclass",
-                       [table])
-        owner, forced = cursor.fetchone()
-        cursor.execute(f"SELECT count(*) FROM {table}")
-        (visible,) = cursor.fetchone()
-    print(f"measuring as current_user {user}: superuser={superuser} bypassrls={bypass}, messages owned by {owner}, "
-          f"FORCE RLS={forced}, rows visible with nothing bound: {visible}")
-    if superuser or bypass or user == owner or not forced or visible or user != unquote(
-            urlsplit(os.environ["DATABASE_URL"]).username or ""):
-        sys.exit("refusing to measure: this role is not subject to Row Level Security")
-    return user
-
-
 def time_reads(organization, repeat: int) -> list[Timing]:
     from django.db import connection
     from django.utils import timezone
@@ -555,7 +535,7 @@ def measure(args) -> int:
     from tenants.rls.binding import bind_organization
 
     organization = Organization.objects.get(pk=args.organization)
-    role = check_role(organization)
+    role = check_role(organization, "messages")
     with bind_organization(organization):
         timings = time_reads(organization, args.repeat)
         sync = None
