@@ -39,22 +39,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import random
 import shlex
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from bench_patients import check_role, database_urls, django_setup, p95  # scripts/ is sys.path[0] when run as a script
-from bench_tenancy import admin_execute, manage
-from dev import DEV_ROLES, ROOT, role_url
-from psycopg import sql
+from bench_patients import (  # scripts/ is sys.path[0] when run as a script
+    ScratchDatabase,
+    check_role,
+    django_setup,
+    p95,
+)
 
 DATABASE = "routiq_bench_messaging"
 CLERK_ORG_ID = "org_bench_messaging"
@@ -576,37 +574,16 @@ def main() -> int:
         parser.error("need at least 5 conversations and more messages than the thread and the patient hold")
     keep = args.keep or args.skip_seed
 
-    admin_url, owner_url, app_url = database_urls(args)
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.database))
-    if not keep:
-        admin_execute(admin_url, drop)
-    owner_role = unquote(urlsplit(owner_url).username or "")
-    row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"), [owner_role])
-    env = {**os.environ, "LOG_LEVEL": "WARNING",
-           "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
-           "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
-           "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url, "DATABASE_OWNER_URL": owner_url,
-           "DATABASE_APP_ROLE": unquote(urlsplit(app_url).username or "")}
-    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
-             "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], args.database)]
-    manage(env, *setup, *(["--allow-test-databases"] if row and row[0] else []))
-    manage(env, "migrate_schemas")
-    os.environ.update(env)
-    django_setup()
+    scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections
 
     organization_id, seed_seconds = seed(args, shape)
     connections.close_all()
 
-    with tempfile.NamedTemporaryFile(suffix=".json") as results:
-        command = [sys.executable, __file__, "--measure-only", "--organization", organization_id,
-                   "--repeat", str(args.repeat), "--upsert-rows", str(args.upsert_rows),
-                   "--webhooks", str(args.webhooks), "--results", results.name]
-        if subprocess.run(command, env={**env, "DATABASE_URL": app_url}, cwd=ROOT).returncode:
-            sys.exit("the measurement phase failed")
-        report = json.loads(Path(results.name).read_text())
+    report = scratch.measure_as_app_role(__file__, organization_id, "--repeat", str(args.repeat),
+                                         "--upsert-rows", str(args.upsert_rows), "--webhooks", str(args.webhooks))
     if not keep:
-        admin_execute(admin_url, drop)
+        scratch.drop()
 
     parts = []
     for kind, words in (("page", ("inbox", "thread", "timeline")), ("search", ("search",))):

@@ -181,6 +181,51 @@ def django_setup() -> None:
     django.setup()
 
 
+@dataclass
+class ScratchDatabase:
+    """The benchmark's own database: created (or kept) and migrated as the owner, measured as the app role."""
+
+    admin_url: str
+    app_url: str
+    env: dict[str, str]
+    name: str
+
+    @classmethod
+    def prepare(cls, args, *, keep: bool) -> ScratchDatabase:
+        """Drop it unless kept, set up the roles and migrate as the owner; this process then is the owner."""
+        admin_url, owner_url, app_url = database_urls(args)
+        scratch = cls(admin_url, app_url, {}, args.database)
+        if not keep:
+            scratch.drop()
+        owner_role = unquote(urlsplit(owner_url).username or "")
+        row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"), [owner_role])
+        scratch.env = {**os.environ, "LOG_LEVEL": "WARNING",
+                       "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
+                       "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
+                       "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url,
+                       "DATABASE_OWNER_URL": owner_url, "DATABASE_APP_ROLE": unquote(urlsplit(app_url).username or "")}
+        setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
+                 "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], args.database)]
+        manage(scratch.env, *setup, *(["--allow-test-databases"] if row and row[0] else []))  # keeps a dev CREATEDB
+        manage(scratch.env, "migrate_schemas")
+        os.environ.update(scratch.env)
+        django_setup()
+        return scratch
+
+    def measure_as_app_role(self, script: str, organization_id: str, *arguments: str) -> dict:
+        """Run ``script --measure-only`` in a second process connected as the app role; return its report."""
+        with tempfile.NamedTemporaryFile(suffix=".json") as results:
+            command = [sys.executable, script, "--measure-only", "--organization", organization_id, *arguments,
+                       "--results", results.name]
+            if subprocess.run(command, env={**self.env, "DATABASE_URL": self.app_url}, cwd=ROOT).returncode:
+                sys.exit("the measurement phase failed")
+            return json.loads(Path(results.name).read_text())
+
+    def drop(self) -> None:
+        drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+        admin_execute(self.admin_url, drop)
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
@@ -503,36 +548,16 @@ def main() -> int:
         return measure(args)
     keep = args.keep or args.skip_seed
 
-    admin_url, owner_url, app_url = database_urls(args)
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.database))
-    if not keep:
-        admin_execute(admin_url, drop)
-    owner_role = unquote(urlsplit(owner_url).username or "")
-    row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"), [owner_role])
-    env = {**os.environ, "LOG_LEVEL": "WARNING",
-           "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
-           "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
-           "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url, "DATABASE_OWNER_URL": owner_url,
-           "DATABASE_APP_ROLE": unquote(urlsplit(app_url).username or "")}
-    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
-             "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], args.database)]
-    manage(env, *setup, *(["--allow-test-databases"] if row and row[0] else []))  # keeps a dev owner's CREATEDB
-    manage(env, "migrate_schemas")
-    os.environ.update(env)
-    django_setup()
+    scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections
 
     organization_id, seed_seconds = seed(args)
     connections.close_all()
 
-    with tempfile.NamedTemporaryFile(suffix=".json") as results:
-        command = [sys.executable, __file__, "--measure-only", "--organization", organization_id,
-                   "--repeat", str(args.repeat), "--upsert-rows", str(args.upsert_rows), "--results", results.name]
-        if subprocess.run(command, env={**env, "DATABASE_URL": app_url}, cwd=ROOT).returncode:
-            sys.exit("the measurement phase failed")
-        report = json.loads(Path(results.name).read_text())
+    report = scratch.measure_as_app_role(__file__, organization_id, "--repeat", str(args.repeat),
+                                         "--upsert-rows", str(args.upsert_rows))
     if not keep:
-        admin_execute(admin_url, drop)
+        scratch.drop()
 
     held = [t for t in report["timings"] if t["target"]]
     worst = max(held, key=lambda t: t["p95_ms"])
