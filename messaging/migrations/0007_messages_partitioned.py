@@ -28,7 +28,7 @@ invisible to the ORM. Reverse: rebuilds the plain table (identity id, pk (id), t
 from django.conf import settings
 from django.db import migrations, models
 
-from tenants.rls.policies import TENANT_CONDITION, wrap
+from tenants.rls.policies import TENANT_CONDITION, continue_sequence_sql, forced_policy_sql, wrap
 
 POLICY_CONDITION = wrap(TENANT_CONDITION)
 APP_ROLE = settings.DATABASE_APP_ROLE
@@ -82,32 +82,7 @@ def quote_ident(text: str) -> str:
 
 
 def rls_sql(table: str) -> list[str]:
-    return [
-        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-        f"CREATE POLICY organization_isolation ON {table} USING {POLICY_CONDITION} WITH CHECK {POLICY_CONDITION}",
-    ]
-
-
-def continue_sequence_sql(new_sequence: str, old_sequence: str, table: str) -> str:
-    """Set ``new_sequence`` so its next value follows both ``old_sequence`` and the ids already in ``table``."""
-    return f"""
-    DO $$
-    DECLARE
-        last bigint;
-        called boolean;
-        top bigint;
-    BEGIN
-        SELECT last_value, is_called INTO last, called FROM {old_sequence};
-        SELECT max(id) INTO top FROM {table};
-        IF top IS NOT NULL AND (top > last OR (top = last AND NOT called)) THEN
-            last := top;
-            called := true;
-        END IF;
-        PERFORM setval('{new_sequence}', last, called);
-    END
-    $$
-    """
+    return forced_policy_sql(table, TENANT_CONDITION)
 
 
 # Creating a partition needs ownership of messages (the owner role's right). The scheduled job runs as the

@@ -28,7 +28,7 @@ the RLS of 0002, so ``migrate tenants 0005`` works.
 from django.conf import settings
 from django.db import migrations
 
-from tenants.rls.policies import PLATFORM_CONDITION, wrap
+from tenants.rls.policies import PLATFORM_CONDITION, continue_sequence_sql, forced_policy_sql, wrap
 
 POLICY_CONDITION = wrap(PLATFORM_CONDITION)
 APP_ROLE = settings.DATABASE_APP_ROLE
@@ -63,32 +63,7 @@ INDEXES_AND_FOREIGN_KEYS = [
 
 
 def rls_sql(table: str) -> list[str]:
-    return [
-        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-        f"CREATE POLICY organization_isolation ON {table} USING {POLICY_CONDITION} WITH CHECK {POLICY_CONDITION}",
-    ]
-
-
-def continue_sequence_sql(new_sequence: str, old_sequence: str, table: str) -> str:
-    """Set ``new_sequence`` so its next value follows both ``old_sequence`` and the ids already in ``table``."""
-    return f"""
-    DO $$
-    DECLARE
-        last bigint;
-        called boolean;
-        top bigint;
-    BEGIN
-        SELECT last_value, is_called INTO last, called FROM {old_sequence};
-        SELECT max(id) INTO top FROM {table};
-        IF top IS NOT NULL AND (top > last OR (top = last AND NOT called)) THEN
-            last := top;
-            called := true;
-        END IF;
-        PERFORM setval('{new_sequence}', last, called);
-    END
-    $$
-    """
+    return forced_policy_sql(table, PLATFORM_CONDITION)
 
 
 TRIGGER_FUNCTION_SQL = """

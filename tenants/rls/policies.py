@@ -28,17 +28,45 @@ def enable_rls(table: str, *, platform_readable: bool = False) -> migrations.Run
     """
     condition = PLATFORM_CONDITION if platform_readable else TENANT_CONDITION
     return migrations.RunSQL(
-        sql=[
-            f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
-            f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
-            f"CREATE POLICY organization_isolation ON {table} USING {wrap(condition)} WITH CHECK {wrap(condition)}",
-        ],
+        sql=forced_policy_sql(table, condition),
         reverse_sql=[
             f"DROP POLICY IF EXISTS organization_isolation ON {table}",
             f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",
             f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY",
         ],
     )
+
+
+def forced_policy_sql(table: str, condition: str) -> list[str]:
+    """ENABLE + FORCE RLS on ``table`` and the ``organization_isolation`` policy with ``condition``: the
+    statements of enable_rls, for migrations that write their own SQL (a table rebuilt as partitioned)."""
+    return [
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+        f"CREATE POLICY organization_isolation ON {table} USING {wrap(condition)} WITH CHECK {wrap(condition)}",
+    ]
+
+
+def continue_sequence_sql(new_sequence: str, old_sequence: str, table: str) -> str:
+    """Set ``new_sequence`` so its next value follows both ``old_sequence`` and the ids already in ``table``
+    (a table rebuilt as partitioned keeps its ids increasing)."""
+    return f"""
+    DO $$
+    DECLARE
+        last bigint;
+        called boolean;
+        top bigint;
+    BEGIN
+        SELECT last_value, is_called INTO last, called FROM {old_sequence};
+        SELECT max(id) INTO top FROM {table};
+        IF top IS NOT NULL AND (top > last OR (top = last AND NOT called)) THEN
+            last := top;
+            called := true;
+        END IF;
+        PERFORM setval('{new_sequence}', last, called);
+    END
+    $$
+    """
 
 
 def wrap(condition: str) -> str:
