@@ -2,27 +2,29 @@
 with its private note, the timeline's "Older entries" loaded in place — all under the portal's CSP (no inline
 script) — and the same pages with JavaScript off.
 
-The harness is the patient browser test's (patients/tests/test_browser.py explains why: committed data from a
-subprocess, the portal as a runserver subprocess with the DEBUG dev sign-in, as the app role).
+The harness (routiq/testing/browser_portal.py): committed data from a subprocess, the portal as a runserver
+process with the DEBUG dev sign-in, as the app role.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect, sync_playwright
 
-from patients.tests.test_browser import CHROMIUM, CHROMIUM_ARGS, DEV_ROLES, ROOT, database_url, free_port
+from routiq.testing.browser_portal import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CHROMIUM_MISSING,
+    ROOT,
+    console_errors,
+    served_portal,
+    sign_in,
+)
 
 SEED = """
 import json, sys, django
@@ -77,49 +79,8 @@ with bind_organization(org):
 
 @pytest.fixture
 def portal(django_db_setup, tmp_path):
-    """Seed committed data, serve the portal as the app role; yield (base URL, seed facts, env, log)."""
-    db = settings.DATABASES["default"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATABASE_URL": database_url(db["USER"], db["PASSWORD"])}
-    seeded = subprocess.run([sys.executable, "-c", SEED, uuid.uuid4().hex[:10]], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert seeded.returncode == 0, seeded.stderr
-    facts = json.loads(seeded.stdout.strip().splitlines()[-1])
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server_env = dict(env)
-    for name in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_PUBLISHABLE_KEY", "CLERK_FRONTEND_API_URL"):
-        server_env.pop(name, None)  # the dev sign-in exists only with DEBUG on and no Clerk key
-    server_env.update(DEBUG="1", DATABASE_URL=database_url(*DEV_ROLES["app"]), CLERK_AUTHORIZED_PARTIES=base,
-                      DEV_SIGNING_KEY_PATH=str(tmp_path / "dev-key.pem"))
-    log = tmp_path / "portal.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                                  env=server_env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, f"portal did not start:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        yield base, facts, env, log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def sign_in(page, base: str, organization: str) -> None:
-    page.goto(f"{base}/dev/sign-in/")
-    page.locator("tr", has_text=organization).filter(has_text="Robin Browser").get_by_role(
-        "button", name="Sign in").click()
-    expect(page).to_have_url(f"{base}/patients/")
+    with served_portal(SEED, tmp_path) as served:
+        yield served
 
 
 def inbox_contacts(page):
@@ -127,9 +88,9 @@ def inbox_contacts(page):
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
 def test_messaging_pages_in_a_browser(portal):
-    base, facts, env, log = portal
+    base, facts, env, log = portal.base, portal.facts, portal.env, portal.log
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -145,10 +106,7 @@ def test_messaging_pages_in_a_browser(portal):
 def with_javascript(browser, base: str, facts: dict, env: dict) -> None:
     page = browser.new_page()
     page.set_default_timeout(10_000)
-    errors = []  # a CSP violation or a script error shows up as a console error
-    page.on("console", lambda message: message.type == "error"
-            and not message.location["url"].endswith("/favicon.ico") and errors.append(message.text))
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = console_errors(page)
     sign_in(page, base, facts["organization"])
     page.get_by_role("link", name="Inbox").click()
     expect(inbox_contacts(page)).to_have_text(["Grace Hopper", "Lena Lead"])

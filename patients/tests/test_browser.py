@@ -1,35 +1,27 @@
 """End to end in a real browser: dev sign-in, the patient list, htmx search, a patient, another clinic's 404,
 and the same list with JavaScript off.
 
-live_server cannot be used: it needs transactional tests, whose flush TRUNCATEs the append-only audit_logs.
-So the data is committed to the session's test database by a subprocess (as the owner role), and the portal
-runs as a subprocess (runserver, DEBUG dev sign-in, as the app role) against that database. Committed rows
-stay in the test database, which is dropped at the end of the session; clerk ids are unique per run.
+The portal runs as its own process, as `make run` serves it (routiq/testing/browser_portal.py): committed data
+from a subprocess, runserver with the DEBUG dev sign-in, as the app role.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from playwright.sync_api import expect, sync_playwright
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-from dev import DEV_ROLES, role_url  # noqa: E402
+from routiq.testing.browser_portal import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CHROMIUM_MISSING,
+    console_errors,
+    served_portal,
+    sign_in,
+)
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's build; Playwright never downloads one here
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-dev-shm-usage"]
 SEED = """
 import json, sys, django
 django.setup()
@@ -51,66 +43,10 @@ print(json.dumps({"organization": org.name, "other_patient": str(other)}))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url(user: str, password: str) -> str:
-    db = settings.DATABASES["default"]  # NAME is the test database (the django_db mark has it set up)
-    # Without the mark pytest-django sets up no test database and NAME is the real one: never seed that.
-    test_name = (db.get("TEST") or {}).get("NAME")
-    assert db["NAME"] == test_name if test_name else db["NAME"].startswith("test_"), f"not a test database: {db}"
-    # The server the suite runs on (TCP or an embedded server's socket directory), as scripts/dev.py names it.
-    server = os.environ.get("DATABASE_ADMIN_URL") or f"postgresql://{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-    return role_url(server, user, password, db["NAME"])
-
-
 @pytest.fixture
 def portal(django_db_setup, tmp_path):
-    """Seed committed data, serve the portal as the app role; yield (base URL, seed facts, log); always stop it."""
-    db = settings.DATABASES["default"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATABASE_URL": database_url(db["USER"], db["PASSWORD"])}
-    seeded = subprocess.run([sys.executable, "-c", SEED, uuid.uuid4().hex[:10]], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
-    assert seeded.returncode == 0, seeded.stderr
-    facts = json.loads(seeded.stdout.strip().splitlines()[-1])
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    for name in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_PUBLISHABLE_KEY", "CLERK_FRONTEND_API_URL"):
-        env.pop(name, None)  # the dev sign-in exists only with DEBUG on and no Clerk key
-    env.update(DEBUG="1", DATABASE_URL=database_url(*DEV_ROLES["app"]), CLERK_AUTHORIZED_PARTIES=base,
-               DEV_SIGNING_KEY_PATH=str(tmp_path / "dev-key.pem"))
-    log = tmp_path / "portal.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                                  env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline, f"portal did not start:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        yield base, facts, log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def sign_in(page, base: str, organization: str) -> None:
-    page.goto(f"{base}/dev/sign-in/")
-    row = page.locator("tr", has_text=organization).filter(has_text="Robin Browser")
-    row.get_by_role("button", name="Sign in").click()  # a plain POST form: works with JavaScript off too
-    expect(page).to_have_url(f"{base}/patients/")
+    with served_portal(SEED, tmp_path) as served:
+        yield served
 
 
 def patient_names(page):
@@ -120,9 +56,9 @@ def patient_names(page):
 # The mark makes pytest-django create the test database even when this test runs alone; the test's own
 # transaction is unused (the data is committed by the subprocesses).
 @pytest.mark.django_db
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
 def test_clinic_thin_slice_in_a_browser(portal):
-    base, facts, log = portal
+    base, facts, log = portal.base, portal.facts, portal.log
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -137,10 +73,7 @@ def test_clinic_thin_slice_in_a_browser(portal):
 def drive(browser, base: str, facts: dict) -> None:
     page = browser.new_page()
     page.set_default_timeout(10_000)
-    errors = []  # a CSP violation or a script error shows up as a console error (there is no favicon: skip it)
-    page.on("console", lambda message: message.type == "error"
-            and not message.location["url"].endswith("/favicon.ico") and errors.append(message.text))
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = console_errors(page)
     sign_in(page, base, facts["organization"])
     expect(patient_names(page)).to_have_text(["Hopper, Grace", "Lovelace, Ada", "Turing, Alan"])
 
