@@ -38,11 +38,9 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         """'' in production. In the test suite the platform alias *is* this connection (a test's uncommitted
         rows must be visible to it), so platform access switches the role here with SET ROLE, which
         PostgreSQL allows only because the suite's login role is a member of the platform role."""
-        if not shares_default_connection():
-            return ""
-        if in_platform_access():
-            return settings.DATABASE_PLATFORM_ROLE
-        return self._base_role or ""
+        if not in_platform_access():
+            return self._base_role or ""  # set only by a switch below: never outside the test suite
+        return settings.DATABASE_PLATFORM_ROLE if shares_default_connection() else ""
 
     def _send_rls_settings(self, cursor=None) -> None:
         wanted = (rls_organization_setting(), self._wanted_role())
