@@ -8,6 +8,7 @@ through the same client, pacing, upserts and checkpoints as production. Idempote
 
 from __future__ import annotations
 
+from billing.models import Plan
 from messaging.jobs import enqueue_chatwoot_sync
 from patients.jobs import enqueue_organization_sync
 from tenants.credentials import credential_set
@@ -22,11 +23,20 @@ DEMO_ORGANIZATIONS = [
 DEMO_CLINIKO_KEY = "demo-key"
 DEMO_CHATWOOT_TOKEN = "demo-chatwoot-token"
 DEMO_CHATWOOT_ACCOUNT_ID = "1"
+# The prices scripts/dev.py gives the demo's Stripe stand-in.
+DEMO_PLANS = [
+    {"stripe_price_id": "price_demo_basic", "name": "Basic", "amount": 4900, "sort_order": 0,
+     "features": ["Patients and appointments from Cliniko", "Inbox and timeline"]},
+    {"stripe_price_id": "price_demo_pro", "name": "Pro", "amount": 9900, "sort_order": 1,
+     "features": ["Everything in Basic", "ManyChat", "Priority support"]},
+]
 
 
 def load_demo(*, cliniko_urls: dict[str, str], chatwoot_urls: dict[str, str] | None = None) -> list[Organization]:
     """``cliniko_urls`` / ``chatwoot_urls`` map a demo clerk_org_id to the base URL of its stand-in server."""
     chatwoot_urls = chatwoot_urls or {}
+    for plan in DEMO_PLANS:
+        Plan.objects.get_or_create(stripe_price_id=plan["stripe_price_id"], defaults=plan)
     organizations = []
     for spec in DEMO_ORGANIZATIONS:
         organization = Organization.objects.filter(clerk_org_id=spec["clerk_org_id"]).first()

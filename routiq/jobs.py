@@ -19,6 +19,7 @@ import django_rq
 from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
+from billing.gating import sync_pause_reason
 from routiq.http import VendorAuthError, VendorClientError, VendorNotFound
 from routiq.sync import SyncAlreadyRunning
 from tenants.models import ApiCredential, Organization, SyncLog
@@ -83,11 +84,17 @@ def run_bound_sync(organization_id: str, run: Callable[[Organization, str], Sync
 
 
 def organizations_with_credential(provider: str) -> list[Organization]:
-    """The scheduler's fan-out: every active organization with a credential for ``provider``."""
+    """The scheduler's fan-out: every active organization with a credential for ``provider`` whose syncs
+    are not paused by billing (billing/gating.py)."""
     with platform_access(f"scheduler: organizations with a {provider} credential"):
         organization_ids = set(
             ApiCredential.objects.filter(provider=provider, organization__is_active=True).values_list(
                 "organization_id", flat=True
             )
         )
-    return list(Organization.objects.filter(pk__in=organization_ids))
+    organizations = list(Organization.objects.filter(pk__in=organization_ids))
+    allowed = [organization for organization in organizations if sync_pause_reason(organization) is None]
+    if len(allowed) < len(organizations):
+        logger.info("scheduler: %s %s sync(s) skipped, paused by billing: %s", len(organizations) - len(allowed),
+                    provider, sorted(str(o.pk) for o in organizations if o not in allowed))
+    return allowed

@@ -146,6 +146,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tenants.context_processors.clerk",
+                "billing.context_processors.billing_banner",
             ],
         },
     },
@@ -258,6 +259,17 @@ CHATWOOT_FULL_SYNC_INTERVAL_SECONDS = int(env("CHATWOOT_FULL_SYNC_INTERVAL_SECON
 # request is made. On only for development and tests, whose stand-in servers listen on 127.0.0.1.
 VENDOR_ALLOW_PRIVATE_NETWORKS = env_bool("VENDOR_ALLOW_PRIVATE_NETWORKS", False)
 SYNC_OVERLAP_SECONDS = int(env("SYNC_OVERLAP_SECONDS", "120"))
+
+# --- Billing (Stripe) -----------------------------------------------------------------------------
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY")  # sk_live_… / sk_test_…; unset: the billing page says so
+STRIPE_API_URL = env("STRIPE_API_URL", "https://api.stripe.com")  # any server that speaks Stripe's API
+# whsec_… of the endpoint; during a rotation both the new and the old secret (comma-separated) verify.
+STRIPE_WEBHOOK_SECRETS = env_list("STRIPE_WEBHOOK_SECRET")
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = int(env("STRIPE_WEBHOOK_TOLERANCE_SECONDS", "300"))
+STRIPE_TIMEOUT_SECONDS = float(env("STRIPE_TIMEOUT_SECONDS", "15"))
+STRIPE_MAX_NETWORK_RETRIES = int(env("STRIPE_MAX_NETWORK_RETRIES", "2"))
+BILLING_TRIAL_DAYS = int(env("BILLING_TRIAL_DAYS", "14"))  # an organization with no subscription yet
+BILLING_GRACE_DAYS = int(env("BILLING_GRACE_DAYS", "7"))  # past due/canceled: syncs pause after this
 ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
 SYNC_LOG_RETENTION_DAYS = int(env("SYNC_LOG_RETENTION_DAYS", "180"))
 ROUTIQ_SCHEDULE = [

@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("tenants.urls")),
     path("", include("patients.urls")),
     path("", include("messaging.urls")),
+    path("", include("billing.urls")),
 ]

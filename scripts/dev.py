@@ -31,6 +31,9 @@ from devservices import ensure_services  # noqa: E402
 PYTHON = sys.executable
 MANAGE = [PYTHON, str(ROOT / "manage.py")]
 DATABASE_NAME = "routiq"
+DEMO_STRIPE_KEY = "sk_test_demo"
+DEMO_STRIPE_WEBHOOK_SECRET = "whsec_demo"
+DEMO_PRICES = ["price_demo_basic=4900:aud:month", "price_demo_pro=9900:aud:month"]  # routiq/demo.py's plans
 DEV_ROLES = {
     "owner": ("routiq_owner", "routiq_owner_dev"),
     "app": ("routiq_app", "routiq_app_dev"),
@@ -103,6 +106,10 @@ def run_portal(env: dict[str, str], port: int) -> int:
         "CLERK_AUTHORIZED_PARTIES": f"http://127.0.0.1:{port},http://localhost:{port}",
         # The demo's Chatwoot stand-ins listen on 127.0.0.1, which a clinic-chosen URL may not name otherwise.
         "VENDOR_ALLOW_PRIVATE_NETWORKS": "1",
+        # A Stripe stand-in (unless a real test key is given): Subscribe, its "Pay" page, and the signed events.
+        "STRIPE_SECRET_KEY": DEMO_STRIPE_KEY,
+        "STRIPE_API_URL": f"http://127.0.0.1:{port + 785}",
+        "STRIPE_WEBHOOK_SECRET": DEMO_STRIPE_WEBHOOK_SECRET,
         **env,
     }
     setup_database(env)
@@ -124,6 +131,12 @@ def run_portal(env: dict[str, str], port: int) -> int:
                 [PYTHON, "-m", "routiq.testing.chatwoot_stub", "--port", str(stub_port), "--api-token",
                  "demo-chatwoot-token", "--account-id", "1", "--seed-conversations", str(conversations),
                  "--seed", str(seed), "--cliniko-url", f"http://127.0.0.1:{stubs[org][0]}/v1"], env=env, cwd=ROOT))
+        if env["STRIPE_SECRET_KEY"] == DEMO_STRIPE_KEY:
+            processes.append(subprocess.Popen(
+                [PYTHON, "-m", "routiq.testing.stripe_stub", "--port", str(port + 785), "--secret-key", DEMO_STRIPE_KEY,
+                 "--webhook-url", f"http://127.0.0.1:{port}/webhooks/stripe/", "--webhook-secret",
+                 DEMO_STRIPE_WEBHOOK_SECRET, *[arg for price in DEMO_PRICES for arg in ("--price", price)]],
+                env=env, cwd=ROOT))
         manage(env, "load_demo", *[f"--cliniko={org}=http://127.0.0.1:{p}/v1" for org, (p, _, _) in stubs.items()],
                *[f"--chatwoot={org}=http://127.0.0.1:{p}" for org, (p, _, _) in chatwoot_stubs.items()],
                as_owner=True)

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from billing.gating import billing_standing
 from tenants import services
 from tenants.credentials import REENTER_SECRET, credential_set, validate_credential_fields
 from tenants.models import (
@@ -58,11 +59,16 @@ class OrganizationAdmin(admin.ModelAdmin):
                     "last_cliniko_sync", "created_at"]
     list_filter = ["is_active", "subscription_status", "country"]
     search_fields = ["name", "slug", "clerk_org_id", "stripe_customer_id"]
-    readonly_fields = ["id", "schema_name", "clerk_org_id", "created_at", "updated_at", "stripe_customer_id",
-                       "stripe_subscription_id", "subscription_status", "subscription_current_period_end"]
-    fields = ["id", "name", "slug", "country", "clerk_org_id", "schema_name", "is_active", "stripe_customer_id",
-              "stripe_subscription_id", "subscription_status", "subscription_current_period_end", "created_at",
-              "updated_at"]
+    # Billing state is Stripe's to change (billing/services.py applies its events): shown, never edited here.
+    billing_fields = ["billing_standing", "stripe_customer_id", "stripe_subscription_id", "stripe_price_id",
+                      "subscription_status", "subscription_current_period_end", "subscription_trial_end",
+                      "subscription_cancel_at_period_end", "subscription_state_at", "billing_lapsed_at"]
+    readonly_fields = ["id", "schema_name", "clerk_org_id", "created_at", "updated_at", *billing_fields]
+    fieldsets = [
+        (None, {"fields": ["id", "name", "slug", "country", "clerk_org_id", "schema_name", "is_active", "created_at",
+                           "updated_at"]}),
+        ("Billing", {"fields": billing_fields}),
+    ]
     inlines = [DomainInline]
     actions = ["sync_cliniko_now", "deactivate"]
 
@@ -77,6 +83,15 @@ class OrganizationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # organizations are deactivated, never deleted
+
+    @admin.display(description="billing standing")
+    def billing_standing(self, organization):
+        standing = billing_standing(organization)
+        if standing.in_good_standing:
+            trial = f", trial ends {standing.trial_ends_at:%d %b %Y}" if standing.trial_ends_at else ""
+            return f"in good standing{trial}"
+        paused = "syncs paused" if standing.syncs_paused else f"syncs pause {standing.syncs_pause_at:%d %b %Y}"
+        return f"{standing.problem} Lapsed {standing.lapsed_since:%d %b %Y}; {paused}."
 
     @admin.display(description="members", ordering="active_members")
     def member_count(self, organization):

@@ -43,6 +43,8 @@ class SubscriptionStatus(models.TextChoices):
     UNPAID = "unpaid", "Unpaid"
     CANCELED = "canceled", "Canceled"
     INCOMPLETE = "incomplete", "Incomplete"
+    INCOMPLETE_EXPIRED = "incomplete_expired", "Incomplete (expired)"
+    PAUSED = "paused", "Paused"
 
 
 def new_webhook_token() -> str:
@@ -64,6 +66,14 @@ class Organization(TenantMixin, TimestampedModel):
         max_length=20, choices=SubscriptionStatus.choices, default=SubscriptionStatus.NONE
     )
     subscription_current_period_end = models.DateTimeField(null=True, blank=True)
+    # The rest of the billing state (billing/subscriptions.py writes it from Stripe's events).
+    stripe_price_id = models.CharField(max_length=100, blank=True, default="")
+    subscription_trial_end = models.DateTimeField(null=True, blank=True)
+    subscription_cancel_at_period_end = models.BooleanField(default=False)
+    # The time of the Stripe event that last decided the status: an older event arriving later changes nothing.
+    subscription_state_at = models.DateTimeField(null=True, blank=True)
+    # When the status left active/trialing: the grace period before syncs pause counts from here.
+    billing_lapsed_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     # Names the organization in /webhooks/<vendor>/<token>/: Chatwoot's and ManyChat's deliveries carry no
     # trustworthy clinic id of their own. Rotatable (organization_webhook_token_rotate), never logged.

@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.request import Request, urlopen
 
-from routiq.testing.stub_server import DEFAULT_CLOCK, Reply, StubError, StubServer
+from routiq.testing.stub_server import DEFAULT_CLOCK, Reply, StubError, StubServer, post_delivery
 
 CONTACTS_PER_PAGE = 15
 CONVERSATIONS_PER_PAGE = 25
@@ -505,15 +505,8 @@ def signed_webhook_post(url: str, secret: str | None, payload: dict | bytes, *, 
                         delivery_id: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
     """POST one delivery to ``url`` as Chatwoot does (5 s timeout); returns (status, body), 4xx/5xx too."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = Request(url, data=body, method="POST",  # noqa: S310 - a local test URL, chosen by the test
-                      headers=signed_webhook_headers(secret, body, timestamp=timestamp, delivery_id=delivery_id))
-    try:
-        with urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return response.status, response.read()
-    except OSError as exc:  # HTTPError (4xx/5xx) carries the answer; other errors are the receiver's failure
-        if hasattr(exc, "code") and hasattr(exc, "read"):
-            return exc.code, exc.read()
-        return 0, str(exc).encode()
+    return post_delivery(url, body, signed_webhook_headers(secret, body, timestamp=timestamp, delivery_id=delivery_id),
+                         timeout=timeout)
 
 
 def cliniko_people(base_url: str, api_key: str, *, limit: int, wait: float = 30.0) -> list[dict]:

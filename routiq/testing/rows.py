@@ -12,6 +12,7 @@ from collections.abc import Callable
 from django.db import models
 from django.utils import timezone
 
+from billing.models import Invoice, StripeEvent
 from messaging.models import Conversation, Message
 from patients.models import ActivePatient, Appointment, Contact, ContactLinkDecision, ContactMatchCandidate
 from tenants.models import (
@@ -89,6 +90,17 @@ def audit_log(organization: Organization) -> AuditLog:
     return AuditLog(organization=organization, action="test.event")
 
 
+def stripe_event(organization: Organization) -> StripeEvent:
+    return StripeEvent(id=f"evt_test_{next(_sequence)}", organization=organization, type="invoice.paid",
+                       created=timezone.now(), payload={})
+
+
+def invoice(organization: Organization) -> Invoice:
+    now = timezone.now()
+    return Invoice(organization=organization, stripe_invoice_id=f"in_test_{next(_sequence)}", invoice_created=now,
+                   state_at=now)
+
+
 TENANT_TABLES: dict[str, Callable[[Organization], models.Model]] = {
     "contacts": contact,
     "appointments": appointment,
@@ -104,6 +116,8 @@ PUBLIC_TABLES: dict[str, Callable[[Organization], models.Model]] = {
     "sync_logs": sync_log,
     "sync_checkpoints": sync_checkpoint,
     "audit_logs": audit_log,
+    "billing_stripe_events": stripe_event,
+    "billing_invoices": invoice,
 }
 # Maintained by a trigger on contacts (patients/migrations/0004); isolation is tested through contacts.
 TRIGGER_MAINTAINED_TABLES = ["contact_search_terms"]

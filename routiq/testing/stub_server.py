@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
+from urllib.request import Request, urlopen
 
 DEFAULT_CLOCK = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 JSON = "application/json; charset=utf-8"
@@ -235,3 +236,16 @@ class StubServer:
             h.wfile.write(body)
         except ConnectionError:  # the client already gave up (timeout tests)
             pass
+
+
+def post_delivery(url: str, body: bytes, headers: dict[str, str], *, timeout: float) -> tuple[int, bytes]:
+    """POST a vendor's webhook delivery to ``url``; returns (status, body), 4xx/5xx too, or (0, error) when
+    the receiver could not be reached. Shared by the stand-ins that send webhooks."""
+    request = Request(url, data=body, method="POST", headers=headers)  # noqa: S310 - a local test URL
+    try:
+        with urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return response.status, response.read()
+    except OSError as exc:  # HTTPError (4xx/5xx) carries the answer; other errors are the receiver's failure
+        if hasattr(exc, "code") and hasattr(exc, "read"):
+            return exc.code, exc.read()
+        return 0, str(exc).encode()

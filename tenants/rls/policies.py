@@ -97,3 +97,9 @@ def platform_policy_sql(table: str) -> list[str]:
         f"CREATE POLICY organization_isolation ON {table} USING {condition} WITH CHECK {condition}",
         f'CREATE POLICY platform_access ON {table} TO "{platform_role()}" USING (true) WITH CHECK (true)',
     ]
+
+
+def forced_public_table_sql(table: str) -> list[str]:
+    """ENABLE + FORCE RLS on a new public table with the two policies of platform_policy_sql."""
+    return [f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY", f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
+            *platform_policy_sql(table)]

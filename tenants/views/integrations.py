@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from billing.gating import syncs_allowed
 from tenants.connections import connection_report
 from tenants.credentials import credential_delete, credential_get, credential_set
 from tenants.forms import CredentialForm, WebhookSecretForm, credential_form
@@ -117,6 +118,7 @@ def credential_test(request, provider: str):
 
 @require_POST
 @organization_admin_required
+@syncs_allowed
 def sync_now(request, provider: str):
     from messaging.jobs import enqueue_chatwoot_sync
     from patients.jobs import enqueue_organization_sync
