@@ -10,13 +10,14 @@ audited, with the event that made it, before -> after.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from billing.clients.stripe import BillingStripeClient
+from billing.clients.stripe import BillingStripeClient, StripeCustomerMissing
 from billing.models import Invoice
 from tenants.audit import audit_record
 from tenants.models import Organization, SubscriptionStatus, User
@@ -42,35 +43,49 @@ def subscription_status(value: Any) -> str:
 
 # -- the customer ---------------------------------------------------------------------------------------
 def customer_ensure(*, organization: Organization, client: BillingStripeClient, actor: User | None = None,
-                    request=None) -> str:
+                    request=None, replacing: str = "") -> str:
     """The organization's Stripe customer id, created on first need (Stripe call outside any transaction).
 
     The idempotency key is the organization's id, so two admins pressing Subscribe at once, or a retry
     after a lost answer, get the same customer; the conditional update keeps the first id stored.
+    ``replacing``: the stored id Stripe no longer knows, to be replaced by a new customer.
     """
-    if organization.stripe_customer_id:
+    if organization.stripe_customer_id and organization.stripe_customer_id != replacing:
         return organization.stripe_customer_id
     email = actor.email if actor is not None and getattr(actor, "email", "") else ""
-    customer_id = client.create_customer(organization_id=str(organization.pk),
-                                         clerk_org_id=organization.clerk_org_id, name=organization.name, email=email)
+    customer_id = client.create_customer(organization_id=str(organization.pk), clerk_org_id=organization.clerk_org_id,
+                                         name=organization.name, email=email, replacing=replacing)
     with transaction.atomic():
-        stored = Organization.objects.filter(pk=organization.pk, stripe_customer_id="").update(
+        stored = Organization.objects.filter(pk=organization.pk, stripe_customer_id=replacing).update(
             stripe_customer_id=customer_id, updated_at=timezone.now())
         if stored:
             audit_record(action="billing.customer_created", organization=organization, actor=actor,
                          object_type="organization", object_id=organization.pk,
-                         changes={"stripe_customer_id": ["", customer_id]}, request=request)
+                         changes={"stripe_customer_id": [replacing, customer_id]}, request=request)
     organization.refresh_from_db(fields=["stripe_customer_id"])
     return organization.stripe_customer_id
+
+
+def with_customer(*, organization: Organization, client: BillingStripeClient, actor: User | None, request,
+                  call: Callable[[str], str]) -> str:
+    """``call(customer_id)``; if Stripe no longer knows the stored customer (deleted there without an event
+    reaching us, or the key moved to another account or from test to live mode), one new customer, once."""
+    customer_id = customer_ensure(organization=organization, client=client, actor=actor, request=request)
+    try:
+        return call(customer_id)
+    except StripeCustomerMissing:
+        customer_id = customer_ensure(organization=organization, client=client, actor=actor, request=request,
+                                      replacing=customer_id)
+        return call(customer_id)
 
 
 def checkout_start(*, organization: Organization, plan, client: BillingStripeClient, success_url: str,
                    cancel_url: str, actor: User | None = None, request=None) -> str:
     """A Checkout Session for ``plan``; returns the URL to send the admin to."""
-    customer_id = customer_ensure(organization=organization, client=client, actor=actor, request=request)
-    url = client.create_checkout_session(customer_id=customer_id, organization_id=str(organization.pk),
-                                         price_id=plan.stripe_price_id, success_url=success_url,
-                                         cancel_url=cancel_url)
+    url = with_customer(organization=organization, client=client, actor=actor, request=request,
+                        call=lambda customer_id: client.create_checkout_session(
+                            customer_id=customer_id, organization_id=str(organization.pk),
+                            price_id=plan.stripe_price_id, success_url=success_url, cancel_url=cancel_url))
     audit_record(action="billing.checkout_started", organization=organization, actor=actor,
                  object_type="plan", object_id=plan.stripe_price_id, request=request)
     return url
@@ -79,8 +94,9 @@ def checkout_start(*, organization: Organization, plan, client: BillingStripeCli
 def portal_start(*, organization: Organization, client: BillingStripeClient, return_url: str,
                  actor: User | None = None, request=None) -> str:
     """A Customer Portal session (plan changes, cards, cancellation; the results come back as events)."""
-    customer_id = customer_ensure(organization=organization, client=client, actor=actor, request=request)
-    url = client.create_portal_session(customer_id=customer_id, return_url=return_url)
+    url = with_customer(organization=organization, client=client, actor=actor, request=request,
+                        call=lambda customer_id: client.create_portal_session(customer_id=customer_id,
+                                                                             return_url=return_url))
     audit_record(action="billing.portal_opened", organization=organization, actor=actor,
                  object_type="organization", object_id=organization.pk, request=request)
     return url

@@ -10,9 +10,21 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.cache import patch_cache_control
+
+
+# Subscribe and Manage billing answer a form post with a redirect to Stripe: form-action must allow it.
+STRIPE_PAGES = "https://checkout.stripe.com https://billing.stripe.com"
+
+
+def stripe_form_targets() -> str:
+    """Stripe's hosted pages, and a stand-in's (which serves them from its API origin)."""
+    api = urlsplit(settings.STRIPE_API_URL)
+    stand_in = f" {api.scheme}://{api.netloc}" if api.netloc and api.netloc != "api.stripe.com" else ""
+    return STRIPE_PAGES + stand_in
 
 
 def content_security_policy() -> str:
@@ -26,7 +38,7 @@ def content_security_policy() -> str:
         f"connect-src 'self'{extra}",
         f"frame-src 'self'{extra}",
         "frame-ancestors 'none'",
-        "form-action 'self'",
+        f"form-action 'self' {stripe_form_targets()}",
         "base-uri 'none'",
         "object-src 'none'",
     ])

@@ -29,6 +29,10 @@ class StripeNotConfigured(StripeUnavailable):
     pass
 
 
+class StripeCustomerMissing(StripeUnavailable):
+    """Stripe does not know the customer we stored (deleted there, or another Stripe account or mode)."""
+
+
 def describe(exc: stripe.StripeError) -> str:
     """A short, safe account of a Stripe error: its HTTP status and code, never its body."""
     if isinstance(exc, stripe.AuthenticationError):
@@ -61,18 +65,31 @@ class BillingStripeClient:
     def _call(self, what: str, call, *args: Any, **kwargs: Any) -> Any:
         try:
             return call(*args, **kwargs)
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "resource_missing" and exc.param == "customer":
+                logger.warning("stripe %s: the stored customer is unknown to Stripe", what)
+                raise StripeCustomerMissing(describe(exc)) from exc
+            self._log_failure(what, exc)
+            raise StripeUnavailable(describe(exc)) from exc
         except stripe.StripeError as exc:
-            logger.warning("stripe %s failed: %s http_status=%s code=%s request_id=%s", what, type(exc).__name__,
-                           getattr(exc, "http_status", None), getattr(exc, "code", None),
-                           getattr(exc, "request_id", None))
+            self._log_failure(what, exc)
             raise StripeUnavailable(describe(exc)) from exc
 
-    def create_customer(self, *, organization_id: str, clerk_org_id: str, name: str, email: str = "") -> str:
+    @staticmethod
+    def _log_failure(what: str, exc: stripe.StripeError) -> None:
+        logger.warning("stripe %s failed: %s http_status=%s code=%s request_id=%s", what, type(exc).__name__,
+                       getattr(exc, "http_status", None), getattr(exc, "code", None), getattr(exc, "request_id", None))
+
+    def create_customer(self, *, organization_id: str, clerk_org_id: str, name: str, email: str = "",
+                        replacing: str = "") -> str:
+        """``replacing``: the customer id Stripe no longer knows, so the idempotency key differs from the one
+        that made it (Stripe would otherwise answer with that same customer for 24 hours)."""
         params = {"name": name, "metadata": {"organization_id": organization_id, "clerk_org_id": clerk_org_id}}
         if email:
             params["email"] = email
         customer = self._call("customer create", self._client.v1.customers.create, params,
-                              {"idempotency_key": f"routiq-customer-{organization_id}"})
+                              {"idempotency_key": f"routiq-customer-{organization_id}"
+                                                  + (f"-replacing-{replacing}" if replacing else "")})
         return customer.id
 
     def create_checkout_session(self, *, customer_id: str, organization_id: str, price_id: str,

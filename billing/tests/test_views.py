@@ -204,3 +204,21 @@ def test_checkout_then_stripes_events_in_its_own_order_make_the_clinic_active(cl
     assert organization.subscription_current_period_end is not None
     with bind_organization(org_a):
         assert Invoice.objects.count() == 2
+
+
+def test_a_customer_stripe_no_longer_knows_is_replaced_once(client, mint, org_a, plans, stripe_server):
+    Organization.objects.filter(pk=org_a.pk).update(stripe_customer_id="cus_gone")
+    response = client.post("/billing/checkout", {"price": "price_basic"}, **bearer(mint(org_a)))
+    assert response.status_code == 302 and response["Location"].startswith(stripe_server.origin + "/checkout/")
+    (created,) = stripe_posts(stripe_server, "/v1/customers")
+    assert created.headers["Idempotency-Key"] == f"routiq-customer-{org_a.pk}-replacing-cus_gone"
+    new_id = Organization.objects.get(pk=org_a.pk).stripe_customer_id
+    assert new_id.startswith("cus_") and new_id != "cus_gone"
+    with bind_organization(org_a):
+        (audit,) = AuditLog.objects.filter(action="billing.customer_created")
+    assert audit.changes == {"stripe_customer_id": ["cus_gone", new_id]}
+
+
+def test_the_policy_lets_the_subscribe_form_go_on_to_stripe(client, stripe_server):
+    policy = client.get("/sign-in/")["Content-Security-Policy"]
+    assert f"form-action 'self' https://checkout.stripe.com https://billing.stripe.com {stripe_server.origin}" in policy
