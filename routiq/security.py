@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils.cache import patch_cache_control
 
-
 # Subscribe and Manage billing answer a form post with a redirect to Stripe: form-action must allow it.
 STRIPE_PAGES = "https://checkout.stripe.com https://billing.stripe.com"
 

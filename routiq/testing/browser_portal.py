@@ -58,8 +58,9 @@ def database_url(user: str, password: str) -> str:
 
 
 @contextlib.contextmanager
-def served_portal(seed_script: str, tmp_path: Path) -> Iterator[Portal]:
-    """Run ``seed_script`` (argv[1]: a unique run id), serve the portal, yield it, and always stop it."""
+def served_portal(seed_script: str, tmp_path: Path, server_settings: dict[str, str] | None = None) -> Iterator[Portal]:
+    """Run ``seed_script`` (argv[1]: a unique run id), serve the portal (with ``server_settings`` in its
+    environment), yield it, and always stop it."""
     db = settings.DATABASES["default"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "DATABASE_URL": database_url(db["USER"], db["PASSWORD"])}
     seeded = subprocess.run([sys.executable, "-c", seed_script, uuid.uuid4().hex[:10]], env=env, cwd=ROOT,
@@ -72,7 +73,7 @@ def served_portal(seed_script: str, tmp_path: Path) -> Iterator[Portal]:
     for name in ("CLERK_JWT_KEY", "CLERK_JWKS_URL", "CLERK_PUBLISHABLE_KEY", "CLERK_FRONTEND_API_URL"):
         server_env.pop(name, None)  # the dev sign-in exists only with DEBUG on and no Clerk key
     server_env.update(DEBUG="1", DATABASE_URL=database_url(*DEV_ROLES["app"]), CLERK_AUTHORIZED_PARTIES=base,
-                      DEV_SIGNING_KEY_PATH=str(tmp_path / "dev-key.pem"))
+                      DEV_SIGNING_KEY_PATH=str(tmp_path / "dev-key.pem"), **(server_settings or {}))
     log = tmp_path / "portal.log"
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
