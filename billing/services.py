@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.clients.stripe import BillingStripeClient, StripeCustomerMissing
+from billing.clients.stripe import BillingStripeClient, StripeCustomerMissing, StripeUnavailable
 from billing.models import Invoice
 from tenants.audit import audit_record
 from tenants.models import Organization, SubscriptionStatus, User
@@ -55,13 +55,19 @@ def customer_ensure(*, organization: Organization, client: BillingStripeClient, 
     email = actor.email if actor is not None and getattr(actor, "email", "") else ""
     customer_id = client.create_customer(organization_id=str(organization.pk), clerk_org_id=organization.clerk_org_id,
                                          name=organization.name, email=email, replacing=replacing)
-    with transaction.atomic():
-        stored = Organization.objects.filter(pk=organization.pk, stripe_customer_id=replacing).update(
-            stripe_customer_id=customer_id, updated_at=timezone.now())
-        if stored:
-            audit_record(action="billing.customer_created", organization=organization, actor=actor,
-                         object_type="organization", object_id=organization.pk,
-                         changes={"stripe_customer_id": [replacing, customer_id]}, request=request)
+    try:
+        with transaction.atomic():
+            stored = Organization.objects.filter(pk=organization.pk, stripe_customer_id=replacing).update(
+                stripe_customer_id=customer_id, updated_at=timezone.now())
+            if stored:
+                audit_record(action="billing.customer_created", organization=organization, actor=actor,
+                             object_type="organization", object_id=organization.pk,
+                             changes={"stripe_customer_id": [replacing, customer_id]}, request=request)
+    except IntegrityError as exc:  # Stripe answered with a customer another organization already has
+        logger.error("stripe customer %s is already another organization's; organization_id=%s", customer_id,
+                     organization.pk)
+        raise StripeUnavailable("Stripe answered with another organization's customer. The platform team has "
+                                "been told.") from exc
     organization.refresh_from_db(fields=["stripe_customer_id"])
     return organization.stripe_customer_id
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 
 from django.db import transaction
 
@@ -22,6 +23,7 @@ from tenants.rls.binding import write_alias
 
 logger = logging.getLogger(__name__)
 
+WEBHOOK_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+")  # secrets.token_urlsafe's alphabet
 WEBHOOK_PROVIDERS = (Provider.CHATWOOT.value, Provider.MANYCHAT.value)
 
 
@@ -32,8 +34,9 @@ def organization_for_webhook_token(token: str) -> Organization | None:
     to look one up. The row is found through the unique index, then the token compared in constant time, so
     an answer's timing says nothing about how much of a guess was right.
     """
-    if not token or len(token) > Organization._meta.get_field("webhook_token").max_length:
-        return None
+    if not WEBHOOK_TOKEN_SHAPE.fullmatch(token or "") or len(token) > Organization._meta.get_field(
+            "webhook_token").max_length:
+        return None  # not one we could have made (a NUL would even fail the query): never looked up
     organization = Organization.objects.filter(webhook_token=token, is_active=True).first()
     if organization is None or not hmac.compare_digest(organization.webhook_token.encode(), token.encode()):
         return None

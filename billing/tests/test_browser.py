@@ -4,6 +4,7 @@ Stripe stand-in's Checkout page and comes back active; a failed renewal puts the
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ print(json.dumps({"organization": org.name}))
 @pytest.mark.django_db
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
 def test_subscribe_in_a_browser_then_a_failed_renewal_shows_the_banner(tmp_path):
-    with StripeStub(secret_key=KEY, prices=PRICES, webhook_secret=WEBHOOK_SECRET, wall_clock=True) as stripe_server:
+    # Its objects stay committed in the test database: ids of their own keep them from meeting later tests'.
+    with StripeStub(secret_key=KEY, prices=PRICES, webhook_secret=WEBHOOK_SECRET, wall_clock=True,
+                    id_namespace=f"browser{uuid.uuid4().hex[:8]}") as stripe_server:
         server_settings = {"STRIPE_SECRET_KEY": KEY, "STRIPE_API_URL": stripe_server.base_url,
                            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "BILLING_GRACE_DAYS": "0",
                            "WEBHOOK_RATE_LIMIT_PER_MINUTE": "10000"}

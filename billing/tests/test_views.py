@@ -222,3 +222,13 @@ def test_a_customer_stripe_no_longer_knows_is_replaced_once(client, mint, org_a,
 def test_the_policy_lets_the_subscribe_form_go_on_to_stripe(client, stripe_server):
     policy = client.get("/sign-in/")["Content-Security-Policy"]
     assert f"form-action 'self' https://checkout.stripe.com https://billing.stripe.com {stripe_server.origin}" in policy
+
+
+def test_a_customer_id_another_organization_holds_is_refused_not_stored(client, mint, org_a, org_b, plans,
+                                                                        stripe_server):
+    Organization.objects.filter(pk=org_b.pk).update(stripe_customer_id="cus_00000000000001")  # the stub's first
+    response = client.post("/billing/checkout", {"price": "price_basic"}, **bearer(mint(org_a)), follow=True)
+    assert response.status_code == 200
+    assert b"Stripe answered with another organization&#x27;s customer." in response.content
+    assert Organization.objects.get(pk=org_a.pk).stripe_customer_id == ""
+    assert stripe_posts(stripe_server, "/v1/checkout/sessions") == []

@@ -254,7 +254,8 @@ class StripeStub(StubServer):
     ``prices``: price id → {"unit_amount", "currency", "recurring": {"interval", "interval_count"}, "product"}.
     ``webhook_url``/``webhook_secret``: where the demo's Pay and portal buttons deliver their events (and
     ``deliver``'s defaults). ``api_version``: the events' ``api_version``. ``wall_clock``: stamp objects with
-    the current time instead of the data clock (the standalone demo).
+    the current time instead of the data clock (the standalone demo). ``id_namespace``: put into every id
+    (``cus_<namespace>00000000000001``) so two stand-ins' objects never share an id, as Stripe's never do.
     """
 
     fault_kinds = FAULT_KINDS
@@ -262,7 +263,7 @@ class StripeStub(StubServer):
     def __init__(self, *, secret_key: str = "sk_test_stub", prices: dict[str, dict] | None = None,
                  port: int = 0, clock: datetime = DEFAULT_CLOCK, webhook_url: str | None = None,
                  webhook_secret: str | None = None, api_version: str = API_VERSION, legacy_fields: bool = True,
-                 wall_clock: bool = False) -> None:
+                 wall_clock: bool = False, id_namespace: str = "") -> None:
         super().__init__(port=port, clock=clock.astimezone(UTC).replace(microsecond=0))
         self.secret_key = secret_key
         self.prices = {price_id: self._price_form(price_id, spec)
@@ -279,6 +280,7 @@ class StripeStub(StubServer):
         self._invoices: dict[str, dict] = {}
         self._idempotent: dict[str, dict] = {}
         self._counters: Counter[str] = Counter()
+        self.id_namespace = id_namespace
 
     # -- faults, log -------------------------------------------------------------------------------------
     def queue_faults(self, kind: str, count: int = 1, *, status: int = 500, seconds: float = 1.0,
@@ -309,7 +311,7 @@ class StripeStub(StubServer):
 
     def _new_id(self, prefix: str) -> str:
         self._counters[prefix] += 1
-        return f"{prefix}_{self._counters[prefix]:014d}"
+        return f"{prefix}_{self.id_namespace}{self._counters[prefix]:014d}"
 
     @staticmethod
     def _price_form(price_id: str, spec: dict) -> dict:
