@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import time
 from datetime import UTC, datetime
 
@@ -47,6 +46,7 @@ from messaging.chatwoot_records import (
 )
 from messaging.matching import ExternalIdentity, contacts_for_identities
 from messaging.services import conversations_upsert, messages_upsert
+from routiq import safe_json
 from routiq.sync import MalformedRecord
 from routiq.webhooks import Verified, WebhookRejected, receive
 from tenants.credentials import credential_get
@@ -85,7 +85,7 @@ def _json_object(request) -> dict:
     if len(request.body) > MAX_BODY:
         raise WebhookRejected(400, "body too large")
     try:
-        body = json.loads(request.body)
+        body = safe_json.loads(request.body)
     except ValueError:  # JSONDecodeError and UnicodeDecodeError
         raise WebhookRejected(400, "body is not JSON") from None
     if not isinstance(body, dict):

@@ -18,7 +18,6 @@ exactly the address it checked (see PublicAddressAdapter).
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import random as _random
 import socket
@@ -31,6 +30,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from routiq import safe_json
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +290,7 @@ class VendorHttpClient:
     def _json(self, url: str, response: requests.Response) -> dict[str, Any]:
         try:
             # Stdlib json keeps integers exact (19-digit ids stay ints, never floats).
-            body = json.loads(response.content)
+            body = safe_json.loads(response.content)
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             raise VendorResponseError(self.provider, f"HTTP {response.status_code} from {self._path(url)} "
                                       "is not valid JSON", status=response.status_code) from None

@@ -13,7 +13,6 @@ wait for its organization to be provisioned (not recorded, so Svix redelivers it
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.conf import settings
@@ -21,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from routiq import webhooks
+from routiq import safe_json, webhooks
 from routiq.webhooks import Verified, WebhookRejected
 from tenants.clerk import events as clerk_events
 from tenants.clerk.events import MalformedEvent
@@ -33,7 +32,7 @@ __all__ = ["MalformedEvent", "clerk_webhook"]
 
 
 def parse_event(body: str) -> tuple[str, dict]:
-    event = json.loads(body)
+    event = safe_json.loads(body)
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise MalformedEvent("not an event object with a type")
     if not isinstance(event.get("data"), dict):
