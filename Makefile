@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean backup restore
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("RoutIQ needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -19,6 +19,12 @@ run: install
 
 test: install
 	$(PY) scripts/dev.py test
+
+backup: install
+	$(PY) scripts/dev.py backup $(FILE)
+
+restore: install
+	$(PY) scripts/dev.py restore $(FILE) $(INTO)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -9,7 +9,8 @@ DATABASE_OWNER_URL but no admin URL, that server's existing roles are used and n
 
   run   migrate, load the demo organizations, serve the portal, and run the RQ workers and the scheduler
         until Ctrl-C;
-  test  run the test suite (extra arguments go to pytest).
+  test  run the test suite (extra arguments go to pytest);
+  backup [FILE] / restore FILE NEW_DATABASE  pg_dump the whole database / restore a dump into a new one.
 """
 
 from __future__ import annotations
@@ -159,6 +160,21 @@ def run_portal(env: dict[str, str], port: int) -> int:
         stop(processes)
 
 
+def run_backup(env: dict[str, str], command: str, args: list[str]) -> int:
+    """backup [FILE] (default backups/routiq-<time>.dump); restore FILE NEW_DATABASE. Development settings, as
+    `make run` uses them; in production run manage.py backup_database / restore_database (README)."""
+    env = {"DEBUG": "1", **env}
+    if command == "backup":
+        output = Path(args[0]) if args else ROOT / "backups" / f"routiq-{time.strftime('%Y%m%d-%H%M%S')}.dump"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        manage(env, "backup_database", str(output), as_owner=True)
+        return 0
+    if len(args) != 2:
+        sys.exit("usage: make restore FILE=backups/….dump INTO=routiq_restored")
+    manage(env, "restore_database", args[0], "--into", args[1], as_owner=True)
+    return 0
+
+
 def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         if process.poll() is None:
@@ -180,7 +196,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "test"])
+    parser.add_argument("command", choices=["run", "test", "backup", "restore"])
     parser.add_argument("--data-dir", default=str(ROOT / ".devdata"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args, rest = parser.parse_known_args()
@@ -193,6 +209,8 @@ def main() -> int:
         env = database_environment(services)
         if args.command == "test":
             return run_tests(env, rest)
+        if args.command in ("backup", "restore"):
+            return run_backup(env, args.command, rest)
         return run_portal(env, args.port)
 
 
