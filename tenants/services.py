@@ -8,7 +8,7 @@ from datetime import datetime
 from importlib import import_module
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -99,12 +99,11 @@ def user_upsert_from_clerk(
     *, clerk_user_id: str, email: str = "", first_name: str = "", last_name: str = "", only_if_missing: bool = False
 ) -> User:
     """Create or refresh a Clerk user. ``only_if_missing`` keeps richer data from user.* events."""
-    user = User.objects.filter(clerk_user_id=clerk_user_id).first()
-    if user is None:
-        return User.objects.create(
-            username=clerk_user_id, clerk_user_id=clerk_user_id, email=email, first_name=first_name,
-            last_name=last_name,
-        )
+    # get_or_create: a sign-in and a webhook (or two sign-ins) may create the same user at once.
+    user, created = User.objects.get_or_create(clerk_user_id=clerk_user_id, defaults={
+        "username": clerk_user_id, "email": email, "first_name": first_name, "last_name": last_name})
+    if created:
+        return user
     if not only_if_missing and (user.email, user.first_name, user.last_name) != (email, first_name, last_name):
         user.email, user.first_name, user.last_name = email, first_name, last_name
         user.save(update_fields=["email", "first_name", "last_name", "updated_at"])
@@ -134,6 +133,11 @@ def membership_upsert(
     role was issued (a webhook's arrival, a token's iat); it is recorded when the role changes so that an older
     token cannot change it back (authentication.membership_from_claims)."""
     with bind_organization(organization), transaction.atomic(using=write_alias()):
+        # Two first requests of a new member arrive together (the browser loads a page and its htmx parts):
+        # one upsert at a time per (organization, user), so the second finds the first's row.
+        with connections[write_alias()].cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                           [f"membership:{organization.pk}:{user.pk}"])
         membership = OrganizationMember.objects.filter(organization=organization, user=user).first()
         before = None if membership is None else {"role": membership.role, "status": membership.status}
         if membership is None:

@@ -75,9 +75,9 @@ def active_organization(*, clerk_org_id: str | None = None, pk: str | None = Non
 
 def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
     organization = active_organization(clerk_org_id=claims.organization_id)
-    user = User.objects.filter(clerk_user_id=claims.user_id).first()
-    if user is None:
-        user = User.objects.create(username=claims.user_id, clerk_user_id=claims.user_id)
+    # get_or_create: a new user's first requests often arrive together.
+    user, created = User.objects.get_or_create(clerk_user_id=claims.user_id, defaults={"username": claims.user_id})
+    if created:
         logger.info("user created just in time clerk_user_id=%s", claims.user_id)
     if user.deleted_at or not user.is_active:
         raise AccessDenied("This user has been removed.")
