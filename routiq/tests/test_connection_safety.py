@@ -33,7 +33,8 @@ def test_interleaved_requests_of_two_clinics_never_see_each_others_rows(mint):
         with bind_organization(organization):
             Contact.objects.bulk_create([Contact(organization=organization, first_name=f"Pat{n}",
                                                  last_name=MARKERS[organization.clerk_org_id]) for n in range(3)])
-    tokens = {o.clerk_org_id: bearer(mint(o, user_id=f"user_conn_{o.slug}", role="member")) for o in organizations}
+    def fresh_tokens() -> dict[str, dict]:  # a Clerk token lives 60 s; the run takes longer
+        return {o.clerk_org_id: bearer(mint(o, user_id=f"user_conn_{o.slug}", role="member")) for o in organizations}
     failures: list[str] = []
     counted = [0] * THREADS
 
@@ -43,6 +44,8 @@ def test_interleaved_requests_of_two_clinics_never_see_each_others_rows(mint):
         client = Client()
         try:
             for n in range(REQUESTS // THREADS):
+                if n % 500 == 0:
+                    tokens = fresh_tokens()
                 own, other = list(MARKERS)[(n + index) % 2], list(MARKERS)[(n + index + 1) % 2]
                 if n % 50 == 7:  # an anonymous request in between: nothing bound, nothing shown
                     page = client.get("/patients/", HTTP_ACCEPT="text/html")
