@@ -47,7 +47,7 @@ CLIENT_OPTIONS = {"timeout": CLIENT_TIMEOUT, "max_retries": 2, "random": lambda:
 # database work (rolled_back) and starts its own stand-in, so sharing them across examples is what we want.
 # derandomize: CI draws the same schedules every run, so a red run is reproducible; hypothesis prints the
 # failing schedule, shrunk.
-FAULT_SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+FAULT_SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, database=None, report_multiple_bugs=False,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 # Our names for the faults -> (the stand-in's fault kind, its status, how long it holds the answer).
