@@ -90,6 +90,24 @@ def schedules(paths: tuple[str, ...], *, max_faults: int = 8) -> st.SearchStrate
     return st.lists(faults(paths), max_size=max_faults)
 
 
+def arm(stub, schedule: list[Fault], *, change: Callable[[], None] | None = None,
+        after_page: int = 0) -> Callable[[object], None]:
+    """Schedule the faults on the stand-in; return the runs' ``on_page`` hook, which makes ``change`` at the
+    vendor once ``after_page`` pages have been written (counted over every run): a change while a run pages
+    past it."""
+    for fault in schedule:
+        fault.schedule_on(stub)
+    written = 0
+
+    def on_page(progress) -> None:
+        nonlocal written
+        written += 1
+        if change is not None and written == after_page:
+            change()
+
+    return on_page
+
+
 @contextlib.contextmanager
 def rolled_back() -> Iterator[None]:
     """One example's database work, undone at the end (a savepoint in the test's transaction)."""
