@@ -47,7 +47,7 @@ from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
 PATHS = ("", "/contacts", "/conversations", "/messages", "/inboxes")
-CONVERSATIONS = 30  # two pages of 25; as many contacts, two pages of 15
+CONVERSATIONS = 27  # two pages of 25; as many contacts, two pages of 15
 
 
 @dataclass(frozen=True)

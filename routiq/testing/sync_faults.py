@@ -86,8 +86,8 @@ def faults(paths: tuple[str, ...], *, requests: int = 12) -> st.SearchStrategy[F
     )
 
 
-def schedules(paths: tuple[str, ...], *, max_faults: int = 8) -> st.SearchStrategy[list[Fault]]:
-    return st.lists(faults(paths), max_size=max_faults)
+def schedules(paths: tuple[str, ...], *, requests: int = 12, max_faults: int = 8) -> st.SearchStrategy[list[Fault]]:
+    return st.lists(faults(paths, requests=requests), max_size=max_faults)
 
 
 def arm(stub, schedule: list[Fault], *, change: Callable[[], None] | None = None,
