@@ -358,3 +358,14 @@ def test_a_patient_that_changes_while_the_run_pages_past_it_pushes_no_other_out(
 
     assert_database_equals_server(org_a, cliniko)
     assert log.created_count == 250  # every patient read once, the changed one on page 1
+
+
+def test_more_patients_in_one_second_than_a_page_holds_are_each_read_once(org_a, cliniko, cliniko_client):
+    bulk = cliniko.clock.replace(microsecond=0)
+    for n in range(150):  # a bulk edit: one updated_at second for more than a page
+        cliniko.add_patient(first_name=f"Bulk{n}", last_name="Edit", updated_at=bulk)
+
+    log = run(org_a, cliniko_client)
+
+    assert_database_equals_server(org_a, cliniko)
+    assert (log.fetched_count, log.created_count) == (150, 150)
