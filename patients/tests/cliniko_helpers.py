@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from patients.models import Contact
+from datetime import datetime
+
+from patients.models import Appointment, Contact
 from patients.sync import sync_cliniko
 from tenants.rls.binding import bind_organization
 
@@ -39,3 +41,24 @@ def assert_database_equals_server(organization, stub, *, skipped: frozenset[int]
     assert rows == len(local) + len(gone)  # one row per Cliniko id
     assert gone <= deleted - lagging
     assert not skipped & (set(local) | gone)
+
+
+def assert_appointments_equal_server(organization, stub, *, lagging: frozenset[int] = frozenset()):
+    """Every live and cancelled appointment is a row with the same start, cancelled state and notes, linked
+    to its patient's contact, once; nothing else is; a deleted one is soft-deleted or was never stored.
+    ``lagging``: appointments changed during the last run, left out of the comparison."""
+    server = {int(a["id"]): a for a in stub.all_appointments() if int(a["id"]) not in lagging}
+    with bind_organization(organization):
+        rows = list(Appointment.objects.exclude(cliniko_appointment_id__in=lagging).select_related("contact"))
+    local = {row.cliniko_appointment_id: row for row in rows if row.deleted_at is None}
+    assert set(local) == set(server)
+    for cliniko_id, appointment in server.items():
+        row = local[cliniko_id]
+        assert row.starts_at == datetime.fromisoformat(appointment["starts_at"].replace("Z", "+00:00"))
+        assert (row.cancelled_at is not None) == (appointment["cancelled_at"] is not None)
+        assert row.notes == (appointment["notes"] or "")
+        patient_id = int(appointment["patient"]["links"]["self"].rsplit("/", 1)[1])
+        assert (row.cliniko_patient_id, row.contact.cliniko_patient_id) == (patient_id, patient_id)
+    deleted = {int(a["id"]) for a in stub.all_appointments(include_deleted=True) if a["deleted_at"]}
+    gone = [row.cliniko_appointment_id for row in rows if row.deleted_at is not None]
+    assert len(gone) == len(set(gone)) and set(gone) <= deleted

@@ -7,7 +7,8 @@ is run, and run again after each failure as RQ would, until a run succeeds. Then
 stand-in's data: every patient once, with its names, email and archived state; deleted ones soft-deleted or
 never stored; the poison record absent and counted as skipped; every run in sync_logs. A patient that changed
 during the runs may lag until the next run (the sync reads each list once a run); the next run, with no
-faults, must leave everything exact.
+faults, must leave everything exact. The appointments sync gets the same treatment (an appointment edited,
+cancelled or deleted mid-run), and must also link every appointment to its patient's contact.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from dataclasses import dataclass
 
 import pytest
 from django.conf import settings as django_settings
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from patients.clients.cliniko import ClinikoClient
 from patients.models import Contact
-from patients.tests.cliniko_helpers import assert_database_equals_server, run
+from patients.tests.cliniko_helpers import assert_appointments_equal_server, assert_database_equals_server, run
 from patients.tests.conftest import API_KEY
 from routiq.testing.cliniko_stub import ClinikoStub
 from routiq.testing.sync_faults import (
@@ -46,8 +47,8 @@ PATIENTS = 230  # three pages of 100 on the live list
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # "move" (an edit: updated_at moves to now), "archive" or "delete"
-    patient: int  # index in the live list's order: the first page, which the run has already passed
+    kind: str  # a key of MAKE_CHANGE
+    patient: int  # index in the live list's order (patients or appointments): the first page, already passed
     after_page: int  # lands after this many written pages, counted over every attempt
 
 
@@ -66,14 +67,21 @@ def live_in_list_order(stub: ClinikoStub) -> list[dict]:
                                                                                               int(p["id"])))
 
 
-def apply(change: Change, stub: ClinikoStub, patient_id: str) -> None:
+# What a change does at Cliniko, by kind: an edit moves the record's updated_at to now; the others also move it
+# from one list to another.
+MAKE_CHANGE = {
+    "move": lambda stub, record_id: stub.update_patient(record_id, last_name="Moved-While-Paging"),
+    "archive": lambda stub, record_id: stub.archive_patient(record_id),
+    "delete": lambda stub, record_id: stub.delete_patient(record_id),
+    "edit_appointment": lambda stub, record_id: stub.update_appointment(record_id, notes="Moved while paging"),
+    "cancel_appointment": lambda stub, record_id: stub.cancel_appointment(record_id),
+    "delete_appointment": lambda stub, record_id: stub.delete_appointment(record_id),
+}
+
+
+def apply(change: Change, stub: ClinikoStub, record_id: str) -> None:
     stub.advance(seconds=1)
-    if change.kind == "move":
-        stub.update_patient(patient_id, last_name="Moved-While-Paging")
-    elif change.kind == "archive":
-        stub.archive_patient(patient_id)
-    else:
-        stub.delete_patient(patient_id)
+    MAKE_CHANGE[change.kind](stub, record_id)
 
 
 @FAULT_SETTINGS
@@ -107,6 +115,39 @@ def test_any_fault_schedule_ends_with_the_database_equal_to_cliniko(org_a, sched
             stub.clear_faults()
             assert run(org_a, client).status == SyncStatus.SUCCEEDED
             assert_database_equals_server(org_a, stub, skipped=skipped)
+
+
+APPOINTMENT_PATHS = ("", "/v1/individual_appointments", "/v1/individual_appointments/cancelled",
+                     "/v1/individual_appointments/deleted")
+APPOINTMENT_CHANGES = st.none() | st.builds(Change, kind=st.sampled_from(("edit_appointment", "cancel_appointment",
+                                                                          "delete_appointment")),
+                                            patient=st.integers(0, 99), after_page=st.integers(1, 4))
+
+
+@settings(FAULT_SETTINGS, max_examples=20)  # the same paging as the patients' streams; these add the links
+@given(schedule=schedules(APPOINTMENT_PATHS), change=APPOINTMENT_CHANGES)
+def test_any_fault_schedule_ends_with_the_appointments_equal_to_cliniko(org_a, schedule, change):
+    with ClinikoStub(api_keys=[API_KEY], rate_limit_per_minute=None) as stub, rolled_back():
+        stub.seed(patients=80, appointments_per_patient=3, seed=23)  # 240 appointments: three pages
+        client = client_for(stub)
+        run(org_a, client, "patients")
+        live = sorted((a for a in stub.all_appointments() if not a["cancelled_at"]),
+                      key=lambda a: (a["updated_at"], int(a["id"])))
+        changed = live[change.patient]["id"] if change is not None else None
+        on_page = arm(stub, schedule, change=(lambda: apply(change, stub, changed)) if change else None,
+                      after_page=change.after_page if change else 0)
+        before = log_ids(org_a, "cliniko")
+
+        attempts = run_until_success(lambda: run(org_a, client, "appointments", on_page=on_page),
+                                     attempts=len(schedule) + 2)
+
+        assert_every_attempt_logged(org_a, provider="cliniko", resource="appointments", attempts=attempts,
+                                    before=before)
+        assert_appointments_equal_server(org_a, stub, lagging=frozenset({int(changed)}) if changed else frozenset())
+        if change is not None:
+            stub.clear_faults()
+            assert run(org_a, client, "appointments").status == SyncStatus.SUCCEEDED
+            assert_appointments_equal_server(org_a, stub)
 
 
 @pytest.mark.django_db(transaction=True)
