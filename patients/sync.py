@@ -9,6 +9,7 @@ and resource, the checkpoint committed with its page, the sync log, skipped reco
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from datetime import timedelta
@@ -108,11 +109,39 @@ def sync_cliniko(
 
 def pages_since_mark(client: ClinikoClient, endpoint: str, checkpoint: SyncCheckpoint, full: bool):
     """From the high-water mark minus the overlap, inclusive: several records can share the mark's second,
-    and some of them may not have been on the last committed page."""
+    and some of them may not have been on the last committed page.
+
+    Keyset, not offset: after each page the list is asked again from the page's newest second (inclusive,
+    page 1). Following ``links.next`` (page=2, 3, …) would page by offset, and a record that moves while the
+    run pages past it (edited, so its updated_at jumps to the end; archived or deleted, so it leaves the list)
+    shifts every later record one place back: the record at the page boundary lands on a page already read,
+    and with the mark past it no incremental run would read it again. Records of the newest second that the
+    previous page already gave are left out, so none is fetched twice. Only when a whole page shares one
+    second does the walk go on by offset, inside that second."""
     since = None
     if checkpoint.high_water_mark is not None and not full:
         since = checkpoint.high_water_mark - timedelta(seconds=settings.SYNC_OVERLAP_SECONDS)
-    return client.pages(endpoint, updated_after=since, inclusive=True)
+    seen: set[str] = set()  # the records of second ``since`` already given
+    while True:
+        for page in client.pages(endpoint, updated_after=since, inclusive=True):
+            marks = [record_mark(record) for record in page.records]
+            fresh = [record for record, mark in zip(page.records, marks, strict=True)
+                     if not (since is not None and mark == since and record_key(record) in seen)]
+            yield dataclasses.replace(page, records=fresh)
+            if page.next_url is None:
+                return
+            newest = max((mark for mark in marks if mark is not None), default=None)
+            if newest is not None and (since is None or newest > since):
+                seen = {record_key(r) for r, mark in zip(page.records, marks, strict=True) if mark == newest}
+                since = newest
+                break  # ask again from the newest second
+            seen |= {record_key(record) for record in page.records}  # one second fills the page: on by offset
+        else:
+            return
+
+
+def record_key(record: dict) -> str:
+    return repr(record.get("id"))
 
 
 def record_id(record: dict) -> str:

@@ -8,33 +8,21 @@ from django.conf import settings
 from messaging.chatwoot_records import message_row
 from messaging.services import messages_upsert
 from messaging.sync import chatwoot_client
-from messaging.tests.chatwoot_helpers import client_for, connect, conversations, messages, run, run_all
+from messaging.tests.chatwoot_helpers import (
+    assert_database_equals_server,
+    client_for,
+    connect,
+    conversations,
+    messages,
+    run,
+    run_all,
+)
 from patients.models import Contact
 from routiq.http import VendorUnavailable
 from tenants.models import SyncCheckpoint, SyncLog, SyncStatus
 from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
-
-
-def assert_database_equals_server(organization, stub):
-    local = conversations(organization)
-    server = {str(c["id"]): c for c in stub.all_conversations()}
-    assert set(local) == set(server)
-    for display_id, conversation in server.items():
-        assert local[display_id].status == conversation["status"]
-        assert local[display_id].contact.chatwoot_contact_id == conversation["meta"]["sender"]["id"]
-    stored = messages(organization)
-    expected = {str(m["id"]): m for c in server for m in stub.messages_of(int(c)) if m["message_type"] != 2}
-    assert set(stored) == set(expected)
-    for message_id, message in expected.items():
-        row = stored[message_id]
-        assert (row.content, row.private, row.conversation.external_id) == (
-            message["content"], message["private"], str(message["conversation_id"]))
-        assert row.direction == ("inbound" if message["message_type"] == 0 else "outbound")
-    for display_id, conversation in local.items():
-        assert conversation.message_count == sum(
-            1 for m in expected.values() if str(m["conversation_id"]) == display_id)
 
 
 def test_first_sync_mirrors_contacts_conversations_and_messages(org_a, chatwoot, private_networks):

@@ -16,7 +16,8 @@ It speaks Chatwoot's wire protocol, so the real client runs against it unpatched
   and, when the stub has a webhook URL and secret, the signed ``message_created`` delivery Chatwoot sends for
   it (the echo of our own reply);
 - ``GET inboxes`` (``{"payload": [{id, name, channel_type}]}``).
-Faults: ``queue_faults("rate_limit" | "status" | "malformed", …)`` (429 carries ``Retry-After``);
+Faults: ``queue_faults("rate_limit" | "status" | "malformed" | "not_json" | "delay", …)`` (429 carries
+``Retry-After``) or ``schedule_fault(kind, at=n)``;
 ``serve_raw(kind, id, **fields)`` serves one record with broken values. Stdlib only (no Django).
 
 ``signed_webhook_post(url, secret, payload)`` POSTs a delivery signed as Chatwoot >= 4.11.2 signs it:
@@ -46,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.request import Request, urlopen
 
-from routiq.testing.stub_server import DEFAULT_CLOCK, Reply, StubError, StubServer, post_delivery
+from routiq.testing.stub_server import DEFAULT_CLOCK, NOT_JSON, Reply, StubError, StubServer, post_delivery
 
 CONTACTS_PER_PAGE = 15
 CONVERSATIONS_PER_PAGE = 25
@@ -56,7 +57,7 @@ MESSAGES_AFTER = 100
 STATUSES = ("open", "pending", "resolved", "snoozed")
 MESSAGE_TYPES = {"incoming": 0, "outgoing": 1, "activity": 2, "template": 3}
 MESSAGE_TYPE_NAMES = {number: name for name, number in MESSAGE_TYPES.items()}
-FAULT_KINDS = frozenset({"status", "rate_limit", "malformed"})
+FAULT_KINDS = frozenset({"status", "rate_limit", "malformed", "not_json", "delay"})
 CONTACT_SORTS = {"name", "email", "phone_number", "created_at", "last_activity_at"}
 CONVERSATION_SORTS = {
     "latest": ("last_activity_at", True), "last_activity_at_desc": ("last_activity_at", True),
@@ -93,7 +94,8 @@ class ChatwootStub(StubServer):
     State methods return records in the API's form. The clock (``stub.clock``) only moves when told
     (``advance``) or when a message is added (one second per message, so messages have distinct times).
     Fault kinds (``queue_faults``): "status" (answer ``status``), "rate_limit" (429 with ``Retry-After:
-    seconds``), "malformed" (200, truncated JSON).
+    seconds``), "malformed" (200, truncated JSON), "not_json" (200, a body that is not JSON), "delay" (hold
+    the answer ``seconds``, then answer normally: a client timeout, or a page held while a worker is killed).
     """
 
     fault_kinds = FAULT_KINDS
@@ -336,6 +338,10 @@ class ChatwootStub(StubServer):
             raise StubError(429, {"error": "Throttled"}, {"Retry-After": str(fault.seconds)})
         if fault and fault.kind == "malformed":
             return b'{"payload": [{"id": 1'
+        if fault and fault.kind == "not_json":
+            return NOT_JSON
+        if fault and fault.kind == "delay":
+            self._pause(fault.seconds)
         if headers.get("api_access_token") != self.api_token:
             raise StubError(401, {"errors": ["Invalid Access Token"]})
         match = re.fullmatch(r"/api/v1/accounts/(\d+)(/.*)?", path)

@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from routiq.testing.stub_server import DEFAULT_CLOCK, StubError, StubServer
+from routiq.testing.stub_server import DEFAULT_CLOCK, NOT_JSON, StubError, StubServer
 
 ID_BASE = 1390726237298631000  # ids stay 19 digits: beyond 2**53, so float parsing corrupts them
 USER_AGENT_RE = re.compile(r"^\S.*\s\([^\s()@]+@[^\s()@]+\.[^\s()@]+\)$")  # "App name (contact@email)"
@@ -37,7 +37,7 @@ FILTER_RE = re.compile(r"^(\w+):(>=|<=|>|<|=)(.*)$")
 OPS: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 DATETIME_FIELDS = frozenset({"created_at", "updated_at", "archived_at", "deleted_at", "cancelled_at", "starts_at"})
 TIMESTAMP_KEYS = DATETIME_FIELDS | {"ends_at"}
-FAULT_KINDS = frozenset({"status", "rate_limit", "malformed", "missing_key", "delay"})
+FAULT_KINDS = frozenset({"status", "rate_limit", "malformed", "not_json", "missing_key", "delay"})
 
 PATIENT_FIELDS: dict[str, Any] = {
     "first_name": "", "last_name": "", "email": None, "date_of_birth": None, "title": None, "sex": None,
@@ -140,8 +140,8 @@ class ClinikoStub(StubServer):
         """Make the next ``count`` requests (optionally only under ``path_prefix``) misbehave.
 
         kinds: "status" (answer ``status``, default 503), "rate_limit" (429 with
-        X-RateLimit-Reset = now + ``seconds``), "malformed" (200, truncated JSON),
-        "missing_key" (200, JSON without the resource key), "delay" (sleep ``seconds``,
+        X-RateLimit-Reset = now + ``seconds``), "malformed" (200, truncated JSON), "not_json" (200, a
+        body that is not JSON at all, as a proxy's error page would be), "missing_key" (200, JSON without the resource key), "delay" (sleep ``seconds``,
         then answer normally). Faults fire before auth and are not rate-limit counted.
         """
         if path_prefix and not path_prefix.startswith("/v1"):
@@ -328,6 +328,8 @@ class ClinikoStub(StubServer):
                             {"X-RateLimit-Reset": str(math.ceil(time.time() + fault.seconds))})
         if fault and fault.kind == "malformed":
             return b'{"patients": [{"id": "13907262372'  # truncated mid-body
+        if fault and fault.kind == "not_json":
+            return NOT_JSON
         if fault and fault.kind == "missing_key":
             return {"total_entries": 0, "links": {"self": self.base_url + path[3:]}}
         if fault and fault.kind == "delay":

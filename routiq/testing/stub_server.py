@@ -27,6 +27,8 @@ from urllib.request import Request, urlopen
 
 DEFAULT_CLOCK = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 JSON = "application/json; charset=utf-8"
+# A 200 whose body is not JSON (sent as JSON): what a proxy or a half-deployed vendor answers ("not_json").
+NOT_JSON = b"<html><body><h1>Service temporarily unavailable</h1></body></html>"
 
 
 class StubError(Exception):
@@ -68,6 +70,7 @@ class Fault:
     applies: Callable[[str], bool]  # to a request path
     status: int
     seconds: float
+    skip: int = field(default=0, kw_only=True)  # matching requests let through first (schedule_fault)
 
 
 class _Server(ThreadingHTTPServer):
@@ -164,19 +167,36 @@ class StubServer:
         with self._lock:
             self._faults.append(Fault(kind, count, applies, status, seconds))
 
+    def schedule_fault(self, kind: str, *, at: int, path_contains: str = "", status: int = 503,
+                       seconds: float = 1.0) -> None:
+        """Request number ``at`` (0-based) of those from now on whose path contains ``path_contains``
+        misbehaves as ``kind`` says: a fault schedule for property-based tests. Two faults due on the same
+        request fire one after the other (the second on the next matching request)."""
+        if at < 0:
+            raise ValueError("at counts requests from now: 0 or more")
+        self._queue_fault(kind, 1, status=status, seconds=seconds, applies=lambda path: path_contains in path)
+        with self._lock:
+            self._faults[-1].skip = at
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._lock:
+            due = None
             for fault in self._faults:
-                if fault.applies(path):
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+                if not fault.applies(path):
+                    continue
+                if fault.skip > 0:  # every scheduled fault counts every matching request
+                    fault.skip -= 1
+                elif due is None:
+                    due = fault
+            if due is not None:
+                due.remaining -= 1
+                if due.remaining <= 0:
+                    self._faults.remove(due)
+            return due
 
     def _pause(self, seconds: float) -> None:
         """Hold the answer (a slow vendor, for timeout tests); stop() ends the wait."""
