@@ -260,6 +260,8 @@ VENDOR_ALLOW_PRIVATE_NETWORKS = env_bool("VENDOR_ALLOW_PRIVATE_NETWORKS", False)
 SYNC_OVERLAP_SECONDS = int(env("SYNC_OVERLAP_SECONDS", "120"))
 ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
 SYNC_LOG_RETENTION_DAYS = int(env("SYNC_LOG_RETENTION_DAYS", "180"))
+# Dashboard figures are refreshed at most once per this many seconds per organization after syncs (patients/jobs.py).
+DASHBOARD_REFRESH_DEBOUNCE_SECONDS = int(env("DASHBOARD_REFRESH_DEBOUNCE_SECONDS", "300"))
 ROUTIQ_SCHEDULE = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
@@ -271,6 +273,7 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": CHATWOOT_FULL_SYNC_INTERVAL_SECONDS},
     {"name": "active-patients-nightly", "func": "patients.jobs.enqueue_active_patient_refreshes",
      "every_seconds": 24 * 3600},
+    {"name": "dashboard-nightly", "func": "patients.jobs.enqueue_dashboard_refreshes", "every_seconds": 24 * 3600},
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",
      "every_seconds": 24 * 3600},
     {"name": "message-partitions", "func": "messaging.partitions.create_message_partitions",

@@ -60,7 +60,8 @@ class OrganizationAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug", "clerk_org_id", "stripe_customer_id"]
     readonly_fields = ["id", "schema_name", "clerk_org_id", "created_at", "updated_at", "stripe_customer_id",
                        "stripe_subscription_id", "subscription_status", "subscription_current_period_end"]
-    fields = ["id", "name", "slug", "country", "clerk_org_id", "schema_name", "is_active", "stripe_customer_id",
+    fields = ["id", "name", "slug", "country", "time_zone", "message_retention_months",
+              "clerk_org_id", "schema_name", "is_active", "stripe_customer_id",
               "stripe_subscription_id", "subscription_status", "subscription_current_period_end", "created_at",
               "updated_at"]
     inlines = [DomainInline]
