@@ -144,13 +144,14 @@ SELECT day, conversations, unique_contacts, messages_in, messages_out, waits, me
 FROM conversation_metrics_daily WHERE organization_id = %s ORDER BY day DESC LIMIT %s
 """
 # The patient list's "Active, no upcoming appointment" (patients.selectors STATUS_SQL["lapsing"]), most
-# recently seen first: active_patients_active_idx walked backwards.
+# recently seen first: active_patients_active_idx walked backwards (DESC is NULLS FIRST there: active with
+# nothing booked means seen lately, so the time is never NULL, and saying so lets the index give the order).
 LAPSING_SQL = """
 SELECT c.*, ap.last_appointment_at
 FROM active_patients ap JOIN contacts c ON c.id = ap.contact_id AND c.organization_id = ap.organization_id
 WHERE ap.organization_id = %s AND ap.is_active AND ap.next_appointment_at IS NULL
-  AND c.archived_at IS NULL AND c.deleted_at IS NULL
-ORDER BY ap.last_appointment_at DESC NULLS LAST LIMIT %s
+  AND ap.last_appointment_at IS NOT NULL AND c.archived_at IS NULL AND c.deleted_at IS NULL
+ORDER BY ap.last_appointment_at DESC LIMIT %s
 """
 # The inbox's "Unanswered only", longest waiting first: conversations_unanswered_idx.
 WAITING_SQL = """
