@@ -176,3 +176,16 @@ def dashboard_get(*, organization: Organization) -> Dashboard:
         waiting_conversations=list(Conversation.objects.raw(WAITING_SQL, [organization_id, ACTION_LIST_LENGTH])),
         time_zone=zoneinfo.ZoneInfo(organization.time_zone),
     )
+
+
+def page_queries(organization: Organization) -> dict[str, tuple[str, list, str | None]]:
+    """The page's queries with their parameters and the index each is written for (the EXPLAIN tests and the
+    benchmark check the plans). The figures' materialized views hold 1, 13 and 90 rows per schema: scanning
+    them is the right plan, so no index is required there (their unique indexes serve the refresh)."""
+    return {
+        "summary": (SUMMARY_SQL, [organization.pk], None),
+        "months": (MONTHS_SQL, [organization.pk], None),
+        "days": (DAYS_SQL, [organization.pk, CHART_DAYS], None),
+        "lapsing patients": (LAPSING_SQL, [organization.pk, ACTION_LIST_LENGTH], "active_patients_active_idx"),
+        "waiting conversations": (WAITING_SQL, [organization.pk, ACTION_LIST_LENGTH], "conversations_unanswered_idx"),
+    }
