@@ -41,7 +41,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from messaging.partitions import ensure_message_partitions
-from routiq.jobs import enqueue_once
+from routiq.jobs import enqueue_for_each_organization
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization, require_organization_id
 from tenants.rls.partitions import first_of_month, partition_name
@@ -211,8 +211,5 @@ def archive_messages_for(organization_id: str) -> str:
 
 def archive_old_messages_everywhere() -> int:
     """The schedule's fan-out (daily, ROUTIQ_SCHEDULE "message-archival"): one job per active organization."""
-    organization_ids = list(Organization.objects.filter(is_active=True).values_list("pk", flat=True))
-    for organization_id in organization_ids:
-        enqueue_once(QUEUE, archive_messages_for, str(organization_id), job_id=f"message-archival-{organization_id}",
-                     retry=None, job_timeout=3600)
-    return len(organization_ids)
+    return enqueue_for_each_organization(QUEUE, archive_messages_for, job_id_prefix="message-archival",
+                                         job_timeout=3600)

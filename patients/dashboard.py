@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import connection, transaction
+from psycopg import sql
 
 from messaging.models import Conversation
 from patients.models import Contact
@@ -49,7 +50,7 @@ def dashboard_refresh(*, organization: Organization) -> datetime.datetime:
     as_of = None
     with transaction.atomic(), connection.cursor() as cursor:
         for function in REFRESH_FUNCTIONS:
-            cursor.execute(f'SELECT "{organization.schema_name}".{function}()')  # schema_name: a checked identifier
+            cursor.execute(sql.SQL("SELECT {}()").format(sql.Identifier(organization.schema_name, function)))
             as_of = cursor.fetchone()[0]
     return as_of
 

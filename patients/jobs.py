@@ -19,6 +19,7 @@ from routiq.jobs import (
     PERMANENT_ERRORS,
     RETRY,
     SYNC_QUEUE,
+    enqueue_for_each_organization,
     enqueue_once,
     organizations_with_credential,
     run_bound_sync,
@@ -163,8 +164,5 @@ def schedule_dashboard_refresh_after(organization: Organization, log: SyncLog | 
 def enqueue_dashboard_refreshes() -> int:
     """Nightly (ROUTIQ_SCHEDULE "dashboard-nightly"): figures that depend on the date ("in the last 30
     days", today's row) move even when no sync changed anything."""
-    organization_ids = list(Organization.objects.filter(is_active=True).values_list("pk", flat=True))
-    for organization_id in organization_ids:
-        enqueue_once(DASHBOARD_QUEUE, refresh_dashboard, str(organization_id),
-                     job_id=f"dashboard-nightly-{organization_id}", retry=None, job_timeout=1800)
-    return len(organization_ids)
+    return enqueue_for_each_organization(DASHBOARD_QUEUE, refresh_dashboard, job_id_prefix="dashboard-nightly",
+                                         job_timeout=1800)

@@ -64,6 +64,16 @@ def enqueue_once(queue_name: str, func: Callable, *args: Any, job_id: str, retry
                          **options)
 
 
+def enqueue_for_each_organization(queue_name: str, func: Callable, *, job_id_prefix: str, **options: Any) -> int:
+    """A daily fan-out: ``func(organization_id)`` once per active organization, job id ``<prefix>-<id>``, so one
+    failing schema stops no other and a tick cannot queue a second copy. Returns how many organizations."""
+    organization_ids = list(Organization.objects.filter(is_active=True).values_list("pk", flat=True))
+    options.setdefault("retry", None)
+    for organization_id in organization_ids:
+        enqueue_once(queue_name, func, str(organization_id), job_id=f"{job_id_prefix}-{organization_id}", **options)
+    return len(organization_ids)
+
+
 def run_bound_sync(organization_id: str, run: Callable[[Organization, str], SyncLog | str]) -> str:
     """The body of a sync job: re-fetch the organization, bind it, call ``run(organization, job_id)``.
 
