@@ -74,6 +74,11 @@ FROM org CROSS JOIN recent CROSS JOIN (
 
 
 def monthly_sql(schema: str) -> str:
+    # One row per patient and month with a visit (first and last visit that month, the next month's first visit):
+    # a hash aggregate and a window over those rows, not over every visit. A patient is active at a month's end
+    # when their latest visiting month up to it has its last visit within 90 days of that end: each row answers
+    # for its own month and the months before the patient's next visiting month, at most three months on (four
+    # months is always more than 90 days), so each (patient, month) is counted once, by an equi-join.
     s = quote_ident(schema)
     return f"""
 WITH org AS ({own_organization_sql(schema)}),
@@ -84,28 +89,34 @@ months AS (
     FROM org, generate_series(date_trunc('month', now() AT TIME ZONE org.time_zone) - interval '12 months',
                               date_trunc('month', now() AT TIME ZONE org.time_zone), interval '1 month') AS m
 ),
-visits AS MATERIALIZED (
-    SELECT a.contact_id, a.starts_at,
-           date_trunc('month', a.starts_at AT TIME ZONE org.time_zone)::date AS month,
-           lead(a.starts_at) OVER (PARTITION BY a.contact_id ORDER BY a.starts_at, a.id) AS next_visit
-    FROM org JOIN {s}.appointments a ON a.organization_id = org.id
-    JOIN {s}.contacts c ON c.id = a.contact_id AND c.deleted_at IS NULL
-    WHERE a.starts_at >= (SELECT min(month_start) FROM months) - interval '90 days' AND a.starts_at <= now()
-      AND a.cancelled_at IS NULL AND NOT a.did_not_arrive AND a.deleted_at IS NULL
+visiting_months AS MATERIALIZED (
+    SELECT v.contact_id, v.month, v.last_visit,
+           lead(v.first_visit) OVER w AS next_visit, lead(v.month) OVER w AS next_month
+    FROM (
+        SELECT a.contact_id, date_trunc('month', a.starts_at AT TIME ZONE org.time_zone)::date AS month,
+               min(a.starts_at) AS first_visit, max(a.starts_at) AS last_visit
+        FROM org JOIN {s}.appointments a ON a.organization_id = org.id
+        WHERE a.starts_at >= (SELECT min(month_start) FROM months) - interval '90 days' AND a.starts_at <= now()
+          AND a.cancelled_at IS NULL AND NOT a.did_not_arrive AND a.deleted_at IS NULL AND a.contact_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM {s}.contacts c WHERE c.id = a.contact_id AND c.deleted_at IS NOT NULL)
+        GROUP BY a.contact_id, 2
+    ) v
+    WINDOW w AS (PARTITION BY v.contact_id ORDER BY v.month)
 ),
 active AS (
-    SELECT m.month, count(DISTINCT v.contact_id) AS active_patients
-    FROM months m JOIN visits v ON v.starts_at > m.month_end - interval '90 days' AND v.starts_at <= m.month_end
+    SELECT m.month, count(*) AS active_patients
+    FROM visiting_months v
+    CROSS JOIN generate_series(0, 3) AS later(n)
+    JOIN months m ON m.month = (v.month + later.n * interval '1 month')::date
+    WHERE (v.next_month IS NULL OR m.month < v.next_month) AND v.last_visit > m.month_end - interval '90 days'
     GROUP BY m.month
 ),
-cohort AS (  -- each patient's last visit of a month: the next visit is in a later month, or none yet
-    SELECT v.month, count(*) AS patients_seen,
-           count(*) FILTER (WHERE v.next_visit <= v.starts_at + interval '30 days') AS returned_30_days,
-           count(*) FILTER (WHERE v.next_visit <= v.starts_at + interval '60 days') AS returned_60_days,
-           count(*) FILTER (WHERE v.next_visit <= v.starts_at + interval '90 days') AS returned_90_days
-    FROM visits v, org
-    WHERE v.next_visit IS NULL OR date_trunc('month', v.next_visit AT TIME ZONE org.time_zone)::date > v.month
-    GROUP BY v.month
+cohort AS (
+    SELECT month, count(*) AS patients_seen,
+           count(*) FILTER (WHERE next_visit <= last_visit + interval '30 days') AS returned_30_days,
+           count(*) FILTER (WHERE next_visit <= last_visit + interval '60 days') AS returned_60_days,
+           count(*) FILTER (WHERE next_visit <= last_visit + interval '90 days') AS returned_90_days
+    FROM visiting_months GROUP BY month
 )
 SELECT org.id AS organization_id, m.month, coalesce(active.active_patients, 0) AS active_patients,
        coalesce(cohort.patients_seen, 0) AS patients_seen,
