@@ -123,3 +123,23 @@ def empty_queue():
     yield get
     for queue in used:
         clear(queue)
+
+
+@pytest.fixture
+def scheduled_queue(empty_queue):
+    """scheduled_queue(name) -> that RQ queue, emptied, its scheduled jobs too, now and after the test."""
+    used = []
+
+    def clear(queue):
+        for job_id in queue.scheduled_job_registry.get_job_ids():
+            queue.scheduled_job_registry.remove(job_id, delete_job=True)
+
+    def get(name: str):
+        queue = empty_queue(name)
+        clear(queue)
+        used.append(queue)
+        return queue
+
+    yield get
+    for queue in used:
+        clear(queue)

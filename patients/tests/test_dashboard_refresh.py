@@ -91,13 +91,8 @@ def test_refresh_needs_the_organization_bound(org_a, org_b):
 
 
 @pytest.fixture
-def default_queue(empty_queue):
-    queue = empty_queue("default")
-    for job_id in queue.scheduled_job_registry.get_job_ids():
-        queue.scheduled_job_registry.remove(job_id, delete_job=True)
-    yield queue
-    for job_id in queue.scheduled_job_registry.get_job_ids():
-        queue.scheduled_job_registry.remove(job_id, delete_job=True)
+def default_queue(scheduled_queue):
+    return scheduled_queue("default")
 
 
 @pytest.mark.django_db
