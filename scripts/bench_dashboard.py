@@ -33,7 +33,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench_messaging import CONVERSATIONS_SQL, COUNTERS_SQL, MONTHS  # scripts/ is sys.path[0] as a script
-from bench_patients import ScratchDatabase, check_role, django_setup, timed
+from bench_patients import ScratchDatabase, add_scratch_arguments, check_role, django_setup, timed
 from bench_patients import seed as seed_patients
 
 DATABASE = "routiq_bench_dashboard"
@@ -153,13 +153,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5_000_000)
     parser.add_argument("--conversations", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=100, help="Timed page views (after a warm-up).")
-    parser.add_argument("--keep", action="store_true", help="Keep the database (and reuse its data next time).")
-    parser.add_argument("--skip-seed", action="store_true", help="Measure the kept database as it is.")
-    parser.add_argument("--database", default=DATABASE)
-    parser.add_argument("--app-url", help="The app role's URL (its database name is replaced).")
-    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--organization", help=argparse.SUPPRESS)
-    parser.add_argument("--results", help=argparse.SUPPRESS)
+    add_scratch_arguments(parser, DATABASE)
     args = parser.parse_args()
     if args.measure_only:
         return measure(args)
