@@ -352,9 +352,9 @@ def test_a_manychat_request_to_a_never_touches_bs_subscriber(client, org_a, org_
 
 
 def test_a_message_delivery_asks_for_a_dashboard_refresh_once_per_window(
-        client, signed_a, chatwoot, scheduled_queue, django_capture_on_commit_callbacks, settings):
+        client, signed_a, chatwoot, empty_queue, django_capture_on_commit_callbacks, settings):
     settings.DASHBOARD_REFRESH_DEBOUNCE_SECONDS = 86400  # one window a day: the two posts cannot straddle two
-    registry = scheduled_queue("default").scheduled_job_registry
+    registry = empty_queue("default").scheduled_job_registry
     with django_capture_on_commit_callbacks(execute=True):
         post_chatwoot(client, signed_a, {"event": "conversation_typing_on", "account": {"id": 1}})
     assert registry.get_job_ids() == []  # nothing kept, nothing to refresh

@@ -91,8 +91,8 @@ def test_refresh_needs_the_organization_bound(org_a, org_b):
 
 
 @pytest.fixture
-def default_queue(scheduled_queue):
-    return scheduled_queue("default")
+def default_queue(empty_queue):
+    return empty_queue("default")
 
 
 @pytest.mark.django_db
