@@ -34,6 +34,7 @@ bench: install
 	$(PY) scripts/bench_auth.py
 	$(PY) scripts/bench_patients.py
 	$(PY) scripts/bench_messaging.py
+	$(PY) scripts/bench_dashboard.py
 
 clean:
 	-test -x $(PY) && $(PY) scripts/devservices.py down

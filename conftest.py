@@ -104,15 +104,16 @@ def org_b(db):
 
 @pytest.fixture
 def empty_queue():
-    """empty_queue(name) -> that RQ queue, emptied now and after the test (jobs and deferred jobs)."""
+    """empty_queue(name) -> that RQ queue, emptied now and after the test (jobs, deferred and scheduled jobs)."""
     import django_rq
 
     used = []
 
     def clear(queue):
         queue.empty()
-        for job_id in queue.deferred_job_registry.get_job_ids():
-            queue.deferred_job_registry.remove(job_id, delete_job=True)
+        for registry in (queue.deferred_job_registry, queue.scheduled_job_registry):
+            for job_id in registry.get_job_ids():
+                registry.remove(job_id, delete_job=True)
 
     def get(name: str):
         queue = django_rq.get_queue(name)
@@ -123,3 +124,4 @@ def empty_queue():
     yield get
     for queue in used:
         clear(queue)
+

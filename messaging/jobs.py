@@ -7,6 +7,7 @@ from rq.job import Dependency, Job
 
 from messaging.sync import PROVIDER, RESOURCES, chatwoot_client
 from messaging.sync import sync_chatwoot as run_chatwoot_sync
+from patients.jobs import schedule_dashboard_refresh_after
 from routiq.jobs import SYNC_QUEUE, enqueue_once, job_id_for, organizations_with_credential, run_bound_sync
 from tenants.models import Organization
 
@@ -18,8 +19,10 @@ def sync_chatwoot(organization_id: str, resource: str, full: bool = False) -> st
         client = chatwoot_client(organization)
         if client is None:
             return "skipped: no complete Chatwoot credential"
-        return run_chatwoot_sync(organization=organization, resource=resource, client=client, full=full,
-                                 job_id=job_id)
+        log = run_chatwoot_sync(organization=organization, resource=resource, client=client, full=full,
+                                job_id=job_id)
+        schedule_dashboard_refresh_after(organization, log)
+        return log
 
     return run_bound_sync(organization_id, run)
 

@@ -33,6 +33,7 @@ import hmac
 import time
 from datetime import UTC, datetime
 
+from django.db import transaction
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -46,6 +47,7 @@ from messaging.chatwoot_records import (
 )
 from messaging.matching import ExternalIdentity, contacts_for_identities
 from messaging.services import conversations_upsert, messages_upsert
+from patients.jobs import schedule_dashboard_refresh
 from routiq import safe_json
 from routiq.sync import MalformedRecord
 from routiq.webhooks import Verified, WebhookRejected, receive
@@ -155,6 +157,9 @@ def apply(organization: Organization, work: tuple[str, list] | None) -> bool:
     kind, rows = work
     if kind == "messages":
         messages_upsert(organization=organization, rows=rows)
+        # Live messages move the dashboard's conversation figures; a sync may find nothing new after them.
+        # Debounced (one refresh a window); robust: a Redis hiccup must not turn a stored delivery into a 500.
+        transaction.on_commit(lambda: schedule_dashboard_refresh(organization), robust=True)
     elif kind == "conversations":
         conversations_upsert(organization=organization, rows=rows)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import django_rq
 from django.conf import settings
@@ -10,6 +11,7 @@ from django.db import transaction
 from rq.job import Job
 
 from patients.clients.cliniko import ClinikoClient
+from patients.dashboard import dashboard_refresh
 from patients.services import active_patients_refresh
 from patients.sync import RESOURCES
 from patients.sync import sync_cliniko as run_cliniko_sync
@@ -17,13 +19,14 @@ from routiq.jobs import (
     PERMANENT_ERRORS,
     RETRY,
     SYNC_QUEUE,
+    enqueue_for_each_organization,
     enqueue_once,
     organizations_with_credential,
     run_bound_sync,
 )
 from routiq.jobs import job_id_for as vendor_job_id
 from tenants.credentials import credential_get, credential_secret
-from tenants.models import ApiCredential, Organization
+from tenants.models import ApiCredential, Organization, SyncLog
 from tenants.rls.binding import bind_organization
 
 logger = logging.getLogger(__name__)
@@ -48,8 +51,10 @@ def sync_cliniko(organization_id: str, resource: str, full: bool = False) -> str
         credential = credential_get(organization=organization, provider=PROVIDER)
         if credential is None:
             return "skipped: no Cliniko credential"
-        return run_cliniko_sync(organization=organization, resource=resource,
-                                client=cliniko_client_for(credential), full=full, job_id=job_id)
+        log = run_cliniko_sync(organization=organization, resource=resource,
+                               client=cliniko_client_for(credential), full=full, job_id=job_id)
+        schedule_dashboard_refresh_after(organization, log)
+        return log
 
     return run_bound_sync(organization_id, run)
 
@@ -114,3 +119,50 @@ def enqueue_active_patient_refreshes() -> int:
     for organization_id in organizations:
         queue.enqueue(refresh_active_patients, str(organization_id), job_id=f"active-patients-{organization_id}")
     return len(organizations)
+
+
+# --- the dashboard's figures ------------------------------------------------------------------------------
+
+DASHBOARD_QUEUE = "default"
+
+
+def refresh_dashboard(organization_id: str) -> str:
+    """Recompute one organization's dashboard figures (the materialized views of its schema)."""
+    organization = Organization.objects.filter(pk=organization_id, is_active=True).first()
+    if organization is None:
+        return "skipped: organization missing or inactive"
+    with bind_organization(organization):
+        as_of = dashboard_refresh(organization=organization)
+    return f"refreshed: as of {as_of.isoformat()}"
+
+
+def dashboard_job_id(organization_id, window: int) -> str:
+    return f"dashboard-{organization_id}-{window}"
+
+
+def schedule_dashboard_refresh(organization: Organization, *, now: datetime | None = None) -> Job | None:
+    """Debounced per organization: every sync that changed something in one window of
+    DASHBOARD_REFRESH_DEBOUNCE_SECONDS asks for the same job (the window is in its id), run once at the
+    window's end. A sync that ends while that job runs is in the next window, so its changes get the next job
+    (a job's snapshot is taken when it starts): nothing is missed, and a busy clinic is refreshed at most once
+    a window. Needs RQ's scheduler (``rqworker --with-scheduler``)."""
+    seconds = settings.DASHBOARD_REFRESH_DEBOUNCE_SECONDS
+    now = now or datetime.now(UTC)
+    window = int(now.timestamp()) // seconds
+    run_at = datetime.fromtimestamp((window + 1) * seconds, UTC)
+    return enqueue_once(DASHBOARD_QUEUE, refresh_dashboard, str(organization.pk),
+                        job_id=dashboard_job_id(organization.pk, window), at=run_at, retry=None,
+                        job_timeout=1800, result_ttl=seconds * 2)
+
+
+def schedule_dashboard_refresh_after(organization: Organization, log: SyncLog | str) -> None:
+    """After a sync run: a refresh if it created, changed or removed anything (after commit)."""
+    if isinstance(log, SyncLog) and (log.created_count or log.updated_count or log.archived_count):
+        transaction.on_commit(lambda: schedule_dashboard_refresh(organization))
+
+
+def enqueue_dashboard_refreshes() -> int:
+    """Nightly (ROUTIQ_SCHEDULE "dashboard-nightly"): figures that depend on the date ("in the last 30
+    days", today's row) move even when no sync changed anything."""
+    return enqueue_for_each_organization(DASHBOARD_QUEUE, refresh_dashboard, job_id_prefix="dashboard-nightly",
+                                         job_timeout=1800)

@@ -32,6 +32,7 @@ STATUSES = {
     "active": "Active",
     "inactive": "Inactive",
     "no_upcoming": "No upcoming appointment",
+    "lapsing": "Active, no upcoming appointment",
     "not_seen": "Not seen for N days",
     "archived": "Archived",
     "leads": "Leads (messaging contacts not matched to a patient)",
@@ -42,6 +43,8 @@ STATUS_SQL = {
     "active": "c.archived_at IS NULL AND ap.is_active",
     "inactive": "c.archived_at IS NULL AND NOT coalesce(ap.is_active, false)",
     "no_upcoming": "c.archived_at IS NULL AND ap.next_appointment_at IS NULL",
+    # The dashboard's "due for a rebooking" (patients/dashboard.py LAPSING_SQL): seen lately, nothing booked.
+    "lapsing": "c.archived_at IS NULL AND ap.is_active AND ap.next_appointment_at IS NULL",
     "not_seen": f"c.archived_at IS NULL AND coalesce(ap.last_appointment_at, {NEVER}) < %(seen_before)s",
     "archived": "c.archived_at IS NOT NULL",
     # A Chatwoot or ManyChat contact that matched no Cliniko patient is kept as a contact of its own.

@@ -6,12 +6,13 @@ import csv
 import uuid
 
 from django.http import Http404, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from messaging import selectors as messaging_selectors
-from patients import selectors
+from patients import charts, selectors
+from patients.dashboard import dashboard_get
 from patients.selectors import SORTS, STATUSES, PatientQuery, clean_search
 from tenants.audit import audit_record
 from tenants.credentials import credential_get
@@ -20,8 +21,33 @@ CSV_COLUMNS = ["first_name", "last_name", "email", "phone", "date_of_birth", "la
                "active", "archived"]
 
 
+@require_GET
 def home(request):
-    return redirect("patients:list")
+    """The clinic dashboard: headline numbers, the trend of active patients, the return cohorts, the last 30
+    days of conversations and the lists that need action (patients/dashboard.py)."""
+    dashboard = dashboard_get(organization=request.organization)
+    months, days = dashboard.months, dashboard.days
+    minutes = [None if d.median_first_response_seconds is None else float(d.median_first_response_seconds) / 60
+               for d in days]
+    p90_minutes = [None if d.p90_first_response_seconds is None else float(d.p90_first_response_seconds) / 60
+                   for d in days]
+    context = {
+        "dashboard": dashboard,
+        "time_zone": dashboard.time_zone.key,
+        "trend_chart": charts.chart([m.month.strftime("%b %y") for m in months],
+                                    lines={"active": [m.active_patients for m in months]}),
+        "conversations_chart": charts.chart([d.day.strftime("%-d %b") for d in days],
+                                            bars=[d.conversations for d in days], every_nth_label=7),
+        "response_chart": charts.chart([d.day.strftime("%-d %b") for d in days],
+                                       lines={"median": minutes, "p90": p90_minutes}, every_nth_label=7),
+        "totals": {
+            "conversations": sum(d.conversations for d in days),
+            "messages_in": sum(d.messages_in for d in days),
+            "messages_out": sum(d.messages_out for d in days),
+            "unanswered": sum(d.unanswered for d in days),
+        },
+    }
+    return render(request, "patients/dashboard.html", context)
 
 
 @require_GET

@@ -99,7 +99,11 @@ def restore_database(*, admin_url: str, database: str, dump: Path) -> None:
         if exists:
             raise BackupError(f"database {database!r} exists: restore into a new database, then switch to it")
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    run([tool("pg_restore", admin_url), "--exit-on-error", "--dbname", with_database(admin_url, database), str(dump)])
+    # --enable-row-security: the dump's last step refreshes the dashboard's materialized views, whose owner FORCE
+    # RLS binds; with row security off that refresh is refused. On, it leaves them empty (nothing is bound) until
+    # the next refresh after a sync, or the nightly one, fills them.
+    run([tool("pg_restore", admin_url), "--exit-on-error", "--enable-row-security", "--dbname",
+         with_database(admin_url, database), str(dump)])
 
 
 def with_database(url: str, database: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import django_rq
@@ -43,9 +44,11 @@ def job_id_for(provider: str, organization_id: Any, resource: str) -> str:
 
 
 def enqueue_once(queue_name: str, func: Callable, *args: Any, job_id: str, retry: Retry | None = RETRY,
-                 depends_on: Job | None = None, job_timeout: int = 3600, **options: Any) -> Job | None:
+                 depends_on: Job | None = None, job_timeout: int = 3600, at: datetime | None = None,
+                 **options: Any) -> Job | None:
     """Enqueue unless a job with this id is already queued, running, deferred or scheduled (then None).
 
+    ``at``: run it then (RQ's scheduler, ``rqworker --with-scheduler``) instead of now.
     Call it after commit (``transaction.on_commit``): a job must never see the transaction that queued it
     still open, nor run for one that rolled back.
     """
@@ -55,8 +58,21 @@ def enqueue_once(queue_name: str, func: Callable, *args: Any, job_id: str, retry
         return None
     options.setdefault("result_ttl", 86400)
     options.setdefault("failure_ttl", 7 * 86400)
+    if at is not None:
+        return queue.enqueue_at(at, func, *args, job_id=job_id, retry=retry, depends_on=depends_on,
+                                job_timeout=job_timeout, **options)
     return queue.enqueue(func, *args, job_id=job_id, retry=retry, depends_on=depends_on, job_timeout=job_timeout,
                          **options)
+
+
+def enqueue_for_each_organization(queue_name: str, func: Callable, *, job_id_prefix: str, **options: Any) -> int:
+    """A daily fan-out: ``func(organization_id)`` once per active organization, job id ``<prefix>-<id>``, so one
+    failing schema stops no other and a tick cannot queue a second copy. Returns how many organizations."""
+    organization_ids = list(Organization.objects.filter(is_active=True).values_list("pk", flat=True))
+    options.setdefault("retry", None)
+    for organization_id in organization_ids:
+        enqueue_once(queue_name, func, str(organization_id), job_id=f"{job_id_prefix}-{organization_id}", **options)
+    return len(organization_ids)
 
 
 def run_bound_sync(organization_id: str, run: Callable[[Organization, str], SyncLog | str]) -> str:

@@ -272,6 +272,12 @@ BILLING_TRIAL_DAYS = int(env("BILLING_TRIAL_DAYS", "14"))  # an organization wit
 BILLING_GRACE_DAYS = int(env("BILLING_GRACE_DAYS", "7"))  # past due/canceled: syncs pause after this
 ACTIVE_PATIENT_WINDOW_DAYS = int(env("ACTIVE_PATIENT_WINDOW_DAYS", "90"))
 SYNC_LOG_RETENTION_DAYS = int(env("SYNC_LOG_RETENTION_DAYS", "180"))
+# Dashboard figures are refreshed at most once per this many seconds per organization after syncs (patients/jobs.py).
+DASHBOARD_REFRESH_DEBOUNCE_SECONDS = int(env("DASHBOARD_REFRESH_DEBOUNCE_SECONDS", "300"))
+# Months of messages kept in the database (an organization's message_retention_months overrides it); older
+# months are archived to gzip files under MESSAGE_ARCHIVE_DIR (messaging/retention.py). 0 keeps everything.
+MESSAGE_RETENTION_MONTHS = int(env("MESSAGE_RETENTION_MONTHS", "0"))
+MESSAGE_ARCHIVE_DIR = Path(env("MESSAGE_ARCHIVE_DIR", str(BASE_DIR / ".devdata" / "archive")))
 ROUTIQ_SCHEDULE = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
@@ -283,9 +289,12 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": CHATWOOT_FULL_SYNC_INTERVAL_SECONDS},
     {"name": "active-patients-nightly", "func": "patients.jobs.enqueue_active_patient_refreshes",
      "every_seconds": 24 * 3600},
+    {"name": "dashboard-nightly", "func": "patients.jobs.enqueue_dashboard_refreshes", "every_seconds": 24 * 3600},
     {"name": "audit-partitions", "func": "tenants.maintenance_jobs.create_audit_log_partitions",
      "every_seconds": 24 * 3600},
     {"name": "message-partitions", "func": "messaging.partitions.create_message_partitions",
+     "every_seconds": 24 * 3600},
+    {"name": "message-archival", "func": "messaging.retention.archive_old_messages_everywhere",
      "every_seconds": 24 * 3600},
     {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
     {"name": "session-record-pruning", "func": "tenants.maintenance_jobs.prune_session_records",

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from bench_patients import (  # scripts/ is sys.path[0] when run as a script
     ScratchDatabase,
+    add_scratch_arguments,
     check_role,
     django_setup,
     p95,
@@ -558,13 +559,7 @@ def main() -> int:
     parser.add_argument("--upsert-rows", type=int, default=20_000, help="Messages to upsert (0: skip).")
     parser.add_argument("--webhooks", type=int, default=2_000, help="Webhook deliveries to post (0: skip).")
     parser.add_argument("--repeat", type=int, default=100, help="Timed calls per operation (after a warm-up).")
-    parser.add_argument("--keep", action="store_true", help="Keep the database (and reuse its data next time).")
-    parser.add_argument("--skip-seed", action="store_true", help="Measure the kept database as it is.")
-    parser.add_argument("--database", default=DATABASE)
-    parser.add_argument("--app-url", help="The app role's URL (its database name is replaced).")
-    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--organization", help=argparse.SUPPRESS)
-    parser.add_argument("--results", help=argparse.SUPPRESS)
+    add_scratch_arguments(parser, DATABASE)
     args = parser.parse_args()
     if args.measure_only:
         return measure(args)

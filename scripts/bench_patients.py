@@ -226,6 +226,17 @@ class ScratchDatabase:
         admin_execute(self.admin_url, drop)
 
 
+def add_scratch_arguments(parser: argparse.ArgumentParser, database: str) -> None:
+    """The arguments every benchmark on a ScratchDatabase takes (and the hidden ones of its measuring phase)."""
+    parser.add_argument("--keep", action="store_true", help="Keep the database (and reuse its data next time).")
+    parser.add_argument("--skip-seed", action="store_true", help="Measure the kept database as it is.")
+    parser.add_argument("--database", default=database)
+    parser.add_argument("--app-url", help="The app role's URL (its database name is replaced).")
+    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--organization", help=argparse.SUPPRESS)
+    parser.add_argument("--results", help=argparse.SUPPRESS)
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
@@ -536,13 +547,7 @@ def main() -> int:
     parser.add_argument("--appointments", type=int, default=5_000_000)
     parser.add_argument("--upsert-rows", type=int, default=200_000, help="Sync records to time (0: skip).")
     parser.add_argument("--repeat", type=int, default=100, help="Timed calls per operation (after a warm-up).")
-    parser.add_argument("--keep", action="store_true", help="Keep the database (and reuse its data next time).")
-    parser.add_argument("--skip-seed", action="store_true", help="Measure the kept database as it is.")
-    parser.add_argument("--database", default=DATABASE)
-    parser.add_argument("--app-url", help="The app role's URL (its database name is replaced).")
-    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--organization", help=argparse.SUPPRESS)
-    parser.add_argument("--results", help=argparse.SUPPRESS)
+    add_scratch_arguments(parser, DATABASE)
     args = parser.parse_args()
     if args.measure_only:
         return measure(args)

@@ -65,8 +65,8 @@ class OrganizationAdmin(admin.ModelAdmin):
                       "subscription_cancel_at_period_end", "subscription_state_at", "billing_lapsed_at"]
     readonly_fields = ["id", "schema_name", "clerk_org_id", "created_at", "updated_at", *billing_fields]
     fieldsets = [
-        (None, {"fields": ["id", "name", "slug", "country", "clerk_org_id", "schema_name", "is_active", "created_at",
-                           "updated_at"]}),
+        (None, {"fields": ["id", "name", "slug", "country", "time_zone", "message_retention_months", "clerk_org_id",
+                           "schema_name", "is_active", "created_at", "updated_at"]}),
         ("Billing", {"fields": billing_fields}),
     ]
     inlines = [DomainInline]

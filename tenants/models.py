@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import secrets
 import uuid
+import zoneinfo
 
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
@@ -47,6 +49,13 @@ class SubscriptionStatus(models.TextChoices):
     PAUSED = "paused", "Paused"
 
 
+def validate_time_zone(value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValidationError(f"{value!r} is not a known time zone.") from exc
+
+
 def new_webhook_token() -> str:
     """The secret path segment of the organization's vendor webhook URLs (256 random bits, URL-safe)."""
     return secrets.token_urlsafe(32)
@@ -60,6 +69,14 @@ class Organization(TenantMixin, TimestampedModel):
     slug = models.SlugField(max_length=100, unique=True)
     clerk_org_id = models.CharField(max_length=64, unique=True)
     country = models.CharField(max_length=2, default="AU", help_text="ISO country; default region for phones.")
+    # The clinic's days and months (dashboard figures, dates on its pages). An IANA name PostgreSQL knows too:
+    # the dashboard's materialized views bucket by it (patients/migrations/0009).
+    time_zone = models.CharField(max_length=64, default="Australia/Sydney", validators=[validate_time_zone],
+                                 help_text="IANA time zone, e.g. Australia/Sydney.")
+    # Messages older than this many months are detached and archived (patients/retention.py); None: the
+    # MESSAGE_RETENTION_MONTHS setting.
+    message_retention_months = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Archive messages older than this (months). Empty: the platform default.")
     stripe_customer_id = models.CharField(max_length=64, blank=True, default="")
     stripe_subscription_id = models.CharField(max_length=64, blank=True, default="")
     subscription_status = models.CharField(

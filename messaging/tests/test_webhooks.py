@@ -349,3 +349,19 @@ def test_a_manychat_request_to_a_never_touches_bs_subscriber(client, org_a, org_
     with bind_organization(org_a):
         assert Conversation.objects.get(provider="manychat").message_count == 1
         assert Contact.objects.get(manychat_subscriber_id="9000123").first_name == "Someone"
+
+
+def test_a_message_delivery_asks_for_a_dashboard_refresh_once_per_window(
+        client, signed_a, chatwoot, empty_queue, django_capture_on_commit_callbacks, settings):
+    settings.DASHBOARD_REFRESH_DEBOUNCE_SECONDS = 86400  # one window a day: the two posts cannot straddle two
+    registry = empty_queue("default").scheduled_job_registry
+    with django_capture_on_commit_callbacks(execute=True):
+        post_chatwoot(client, signed_a, {"event": "conversation_typing_on", "account": {"id": 1}})
+    assert registry.get_job_ids() == []  # nothing kept, nothing to refresh
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post_chatwoot(client, signed_a, a_message(chatwoot)).json() == {"status": "processed"}
+        assert post_chatwoot(client, signed_a, a_message(chatwoot, "And Friday?")).json() == {"status": "processed"}
+
+    (job_id,) = registry.get_job_ids()  # debounced: both in one window
+    assert job_id.startswith(f"dashboard-{signed_a.pk}-")

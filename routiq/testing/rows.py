@@ -121,3 +121,12 @@ PUBLIC_TABLES: dict[str, Callable[[Organization], models.Model]] = {
 }
 # Maintained by a trigger on contacts (patients/migrations/0004); isolation is tested through contacts.
 TRIGGER_MAINTAINED_TABLES = ["contact_search_terms"]
+# Materialized views have no Row Level Security: each is read only through its security-barrier view
+# (tenants/rls/matviews.py), listed here with the schema function that refreshes it. A materialized view or a
+# view over one that is missing here fails test_row_level_security.
+SECURITY_BARRIER_VIEWS: dict[str, tuple[str, str]] = {
+    # view: (materialized view, refresh function)
+    "active_patients_summary": ("mv_active_patients_summary", "refresh_patient_metrics"),
+    "active_patients_monthly": ("mv_active_patients_monthly", "refresh_patient_metrics"),
+    "conversation_metrics_daily": ("mv_conversation_metrics_daily", "refresh_conversation_metrics"),
+}

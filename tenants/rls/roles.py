@@ -112,6 +112,15 @@ def grant_app_privileges(cursor, owner_name: str, app_name: str) -> None:
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {app}",
         ):
             cursor.execute(sql.SQL(statement).format(schema=schema, app=app))
+    # "ALL TABLES" includes materialized views, which have no Row Level Security: the app role reads them
+    # only through their security-barrier views (tenants/rls/matviews.py), so take the grant back.
+    cursor.execute(
+        "SELECT schemaname, matviewname FROM pg_matviews WHERE matviewowner = %s", [owner_name]
+    )
+    for schema_name, matview in cursor.fetchall():
+        cursor.execute(
+            sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(schema_name, matview), app)
+        )
 
 
 def grant_platform_privileges(cursor, owner_name: str, platform_name: str) -> None:

@@ -338,3 +338,32 @@ def test_audit_failures_are_database_errors_callers_can_catch(org_a):
             AuditLog.objects.filter(pk=row.pk).delete()
     assert raised.value.__cause__.sqlstate == "42501"
 
+
+
+
+def test_creating_a_month_moves_its_rows_out_of_the_default_partition(org_a, org_b):
+    """Rows of a month that had no partition wait in the default partition; creating the month moves them
+    (every organization's), so the month can always be created, and the default partition stays append-only."""
+    month = first_of_month(utc_today(), 100)
+    following = first_of_month(month, 1)
+    row_a = insert_row(org_a, datetime.datetime(month.year, month.month, 15, tzinfo=UTC))
+    row_b = insert_row(org_b, datetime.datetime.combine(following, datetime.time(), tzinfo=UTC)
+                       - datetime.timedelta(seconds=1))  # the month's last second
+    stays = insert_row(org_a, datetime.datetime.combine(following, datetime.time(), tzinfo=UTC))
+    assert {partition_holding(org_a, row_a), partition_holding(org_b, row_b)} == {"audit_logs_default"}
+    with connection.cursor() as cursor:  # the job runs in a transaction of its own; this test's rows are in
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # its transaction, their deferred FK checks still due
+
+    assert ensure_audit_partitions(months_ahead=0, today=month) == [partition_name(month)]
+
+    assert partition_holding(org_a, row_a) == partition_holding(org_b, row_b) == partition_name(month)
+    assert partition_holding(org_a, stays) == "audit_logs_default"
+    with connection.cursor() as cursor:  # the default partition is append-only and forced again
+        cursor.execute("SELECT relforcerowsecurity FROM pg_class WHERE oid = 'public.audit_logs_default'::regclass")
+        assert cursor.fetchone() == (True,)
+        cursor.execute("SELECT tgenabled FROM pg_trigger WHERE tgrelid = 'public.audit_logs_default'::regclass "
+                       "AND tgname = 'audit_logs_append_only'")
+        assert cursor.fetchone() == ("O",)
+    with bind_organization(org_a), pytest.raises(DatabaseError, match=APPEND_ONLY), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM audit_logs_default WHERE id = %s", [stays])

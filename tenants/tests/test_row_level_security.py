@@ -6,7 +6,7 @@ import pytest
 from django.db import ProgrammingError, connection, transaction
 from psycopg import sql
 
-from routiq.testing.rows import PUBLIC_TABLES, TENANT_TABLES, TRIGGER_MAINTAINED_TABLES
+from routiq.testing.rows import PUBLIC_TABLES, SECURITY_BARRIER_VIEWS, TENANT_TABLES, TRIGGER_MAINTAINED_TABLES
 from tenants.rls.binding import bind_organization
 
 ALL_TABLES = {**TENANT_TABLES, **PUBLIC_TABLES}
@@ -214,3 +214,103 @@ def test_deleting_a_contact_outright_removes_its_search_terms(org_a):
         assert count_rows("contact_search_terms", org_a) >= 2
         Contact.objects.filter(pk=contact.pk).delete()
         assert count_rows("contact_search_terms", org_a) == 0
+
+
+# --- materialized views: no RLS in PostgreSQL, so no grant; read through security-barrier views ----------------
+
+def test_every_materialized_view_is_behind_a_registered_security_barrier_view(org_a):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT schemaname, matviewname FROM pg_matviews WHERE schemaname IN ('public', %s)", [org_a.schema_name]
+        )
+        matviews = cursor.fetchall()
+        # Every view that reads a materialized view, found through the rewrite rules' dependencies.
+        cursor.execute(
+            """
+            SELECT DISTINCT v.relname, m.relname, v.reloptions
+            FROM pg_rewrite r
+            JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v'
+            JOIN pg_depend d ON d.objid = r.oid AND d.classid = 'pg_rewrite'::regclass
+            JOIN pg_class m ON m.oid = d.refobjid AND m.relkind = 'm'
+            WHERE v.relnamespace = %s::regnamespace
+            """,
+            [org_a.schema_name],
+        )
+        views = {view: (matview, options) for view, matview, options in cursor.fetchall()}
+        definitions = {}
+        for view in views:
+            cursor.execute("SELECT pg_get_viewdef(%s::regclass)", [f'"{org_a.schema_name}".{view}'])
+            definitions[view] = " ".join(cursor.fetchone()[0].split()).replace(f"{org_a.schema_name}.", "")
+    assert sorted(matviews) == sorted((org_a.schema_name, mv) for mv, _ in SECURITY_BARRIER_VIEWS.values())
+    assert {view: matview for view, (matview, _) in views.items()} == {
+        view: matview for view, (matview, _) in SECURITY_BARRIER_VIEWS.items()
+    }
+    for view, (matview, options) in views.items():
+        assert "security_barrier=true" in (options or []), view
+        assert definitions[view].endswith(
+            f"FROM {matview} WHERE ({matview}.organization_id = "
+            "(NULLIF(current_setting('app.current_organization'::text, true), ''::text))::uuid);"
+        ), view
+
+
+@pytest.mark.parametrize("view", SECURITY_BARRIER_VIEWS)
+def test_app_role_cannot_read_a_materialized_view_directly(view, org_a):
+    matview = SECURITY_BARRIER_VIEWS[view][0]
+    with bind_organization(org_a), connection.cursor() as cursor:
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):
+            cursor.execute("SELECT has_table_privilege(%s::regclass, %s)", [f'"{org_a.schema_name}".{matview}',
+                                                                            privilege])
+            assert cursor.fetchone() == (False,), privilege
+        cursor.execute("SELECT has_table_privilege(%s::regclass, 'SELECT')", [f'"{org_a.schema_name}".{view}'])
+        assert cursor.fetchone() == (True,)
+        with pytest.raises(ProgrammingError, match="permission denied"), transaction.atomic():
+            cursor.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(org_a.schema_name, matview)))
+        with pytest.raises(ProgrammingError, match="must be owner"), transaction.atomic():
+            cursor.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(org_a.schema_name, matview)))
+
+
+def refresh_figures(organization) -> None:
+    from patients.dashboard import dashboard_refresh
+
+    save_row("appointments", organization)
+    save_row("messages", organization)
+    with bind_organization(organization):
+        dashboard_refresh(organization=organization)
+
+
+def view_count(view: str, schema: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, view)))
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize("view", SECURITY_BARRIER_VIEWS)
+def test_another_organizations_figures_are_invisible_through_every_view(view, org_a, org_b):
+    refresh_figures(org_b)
+
+    with bind_organization(org_b):
+        assert view_count(view, org_b.schema_name) >= 1
+    with bind_organization(org_a):
+        assert view_count(view, org_b.schema_name) == 0  # B's schema, A's identity
+        connection.set_tenant(org_b)  # the wrong search_path with A's identity
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(view)))
+            assert cursor.fetchone()[0] == 0
+    assert view_count(view, org_b.schema_name) == 0  # nothing bound
+
+
+@pytest.mark.parametrize("function", sorted({function for _, function in SECURITY_BARRIER_VIEWS.values()}))
+def test_a_refresh_function_refuses_any_organization_but_its_own(function, org_a, org_b):
+    refresh_figures(org_b)
+    with bind_organization(org_b):
+        before = {view: view_count(view, org_b.schema_name) for view in SECURITY_BARRIER_VIEWS}
+    call = sql.SQL("SELECT {}()").format(sql.Identifier(org_b.schema_name, function))
+
+    with bind_organization(org_a), connection.cursor() as cursor:
+        with pytest.raises(ProgrammingError, match="bind this schema's organization first"), transaction.atomic():
+            cursor.execute(call)
+    with connection.cursor() as cursor:  # nothing bound: refreshing would empty the figures
+        with pytest.raises(ProgrammingError, match="bind this schema's organization first"), transaction.atomic():
+            cursor.execute(call)
+    with bind_organization(org_b):
+        assert {view: view_count(view, org_b.schema_name) for view in SECURITY_BARRIER_VIEWS} == before
