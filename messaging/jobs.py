@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.conf import settings
 from django.db import transaction
 from rq.job import Dependency, Job
 
 from messaging.sync import PROVIDER, RESOURCES, chatwoot_client
 from messaging.sync import sync_chatwoot as run_chatwoot_sync
 from patients.jobs import schedule_dashboard_refresh_after
-from routiq.jobs import SYNC_QUEUE, enqueue_once, job_id_for, organizations_with_credential, run_bound_sync
+from routiq.jobs import (
+    SYNC_QUEUE,
+    enqueue_once,
+    job_id_for,
+    organizations_with_credential,
+    run_bound_sync,
+    spread_start,
+)
 from tenants.models import Organization
 
 __all__ = ["enqueue_chatwoot_sync", "enqueue_full_syncs", "enqueue_incremental_syncs", "sync_chatwoot"]
@@ -28,7 +38,7 @@ def sync_chatwoot(organization_id: str, resource: str, full: bool = False) -> st
 
 
 def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False, full_messages: bool | None = None,
-                          after: Job | None = None) -> list[Job]:
+                          after: Job | None = None, at: datetime | None = None) -> list[Job]:
     """Contacts, then conversations, then messages (each waits for the one before; the first for ``after``,
     e.g. the Cliniko patients sync its contacts match against), after the current transaction. A resource
     already queued or running is not queued again (deterministic job ids). ``full_messages`` (default:
@@ -42,7 +52,8 @@ def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False, ful
         for resource in RESOURCES:
             resource_full = full_messages if resource == "messages" else full
             job = enqueue_once(SYNC_QUEUE, sync_chatwoot, str(organization.pk), resource, resource_full,
-                               job_id=job_id_for(PROVIDER, organization.pk, resource), depends_on=previous)
+                               job_id=job_id_for(PROVIDER, organization.pk, resource), depends_on=previous,
+                               at=at if previous is None else None)
             if job is not None:
                 jobs.append(job)
                 previous = job
@@ -66,7 +77,9 @@ def enqueue_full_syncs() -> int:
 
 
 def fan_out(*, full: bool, full_messages: bool | None = None) -> int:
+    interval = settings.CHATWOOT_FULL_SYNC_INTERVAL_SECONDS if full else settings.CHATWOOT_SYNC_INTERVAL_SECONDS
     organizations = organizations_with_credential(PROVIDER)
     for organization in organizations:
-        enqueue_chatwoot_sync(organization, full=full, full_messages=full_messages)
+        enqueue_chatwoot_sync(organization, full=full, full_messages=full_messages,
+                              at=spread_start(organization.pk, interval))
     return len(organizations)

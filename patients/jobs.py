@@ -23,6 +23,7 @@ from routiq.jobs import (
     enqueue_once,
     organizations_with_credential,
     run_bound_sync,
+    spread_start,
 )
 from routiq.jobs import job_id_for as vendor_job_id
 from tenants.credentials import credential_get, credential_secret
@@ -64,20 +65,23 @@ def job_id_for(organization_id, resource: str) -> str:
 
 
 def enqueue_cliniko_sync(organization: Organization, resource: str, *, full: bool = False,
-                         depends_on: Job | None = None) -> Job | None:
-    """Enqueue unless the same sync is already queued or running (deterministic job id)."""
+                         depends_on: Job | None = None, at: datetime | None = None) -> Job | None:
+    """Enqueue unless the same sync is already queued, scheduled or running (deterministic job id)."""
     return enqueue_once(SYNC_QUEUE, sync_cliniko, str(organization.pk), resource, full,
-                        job_id=job_id_for(organization.pk, resource), depends_on=depends_on)
+                        job_id=job_id_for(organization.pk, resource), depends_on=depends_on, at=at)
 
 
-def enqueue_organization_sync(organization: Organization, *, full: bool = False) -> list[Job]:
-    """Patients first, then appointments (which link to the patients), after the current transaction."""
+def enqueue_organization_sync(organization: Organization, *, full: bool = False,
+                              at: datetime | None = None) -> list[Job]:
+    """Patients first (now, or ``at``), then appointments (which link to the patients), after the current
+    transaction."""
     jobs: list[Job] = []
 
     def enqueue():
         previous = None
         for resource in RESOURCES:
-            job = enqueue_cliniko_sync(organization, resource, full=full, depends_on=previous)
+            job = enqueue_cliniko_sync(organization, resource, full=full, depends_on=previous,
+                                       at=at if previous is None else None)
             if job is not None:
                 jobs.append(job)
                 previous = job
@@ -98,9 +102,10 @@ def enqueue_full_syncs() -> int:
 
 
 def fan_out(*, full: bool) -> int:
+    interval = settings.CLINIKO_FULL_SYNC_INTERVAL_SECONDS if full else settings.CLINIKO_SYNC_INTERVAL_SECONDS
     organizations = organizations_with_credential(PROVIDER)
     for organization in organizations:
-        enqueue_organization_sync(organization, full=full)
+        enqueue_organization_sync(organization, full=full, at=spread_start(organization.pk, interval))
     return len(organizations)
 
 

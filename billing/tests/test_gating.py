@@ -42,11 +42,13 @@ def subscribed(org_a, org_b, client):
 
 def scheduled_organizations(sync_queue, django_capture_on_commit_callbacks) -> set[str]:
     sync_queue.empty()
-    for job_id in sync_queue.deferred_job_registry.get_job_ids():
-        sync_queue.deferred_job_registry.remove(job_id, delete_job=True)
+    for registry in (sync_queue.deferred_job_registry, sync_queue.scheduled_job_registry):
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id, delete_job=True)
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_incremental_syncs()
-    queued = set(sync_queue.job_ids) | set(sync_queue.deferred_job_registry.get_job_ids())
+    queued = set(sync_queue.job_ids) | set(sync_queue.deferred_job_registry.get_job_ids()) | set(
+        sync_queue.scheduled_job_registry.get_job_ids())
     return {job_id.split("-", 1)[1].rsplit("-", 1)[0] for job_id in queued}
 
 
@@ -98,6 +100,7 @@ def test_sync_now_while_paused_explains_why_and_queues_nothing(
     assert response.status_code == 200
     assert b"Syncs are paused: The subscription has ended." in response.content
     assert sync_queue.job_ids == [] and sync_queue.deferred_job_registry.get_job_ids() == []
+    assert sync_queue.scheduled_job_registry.get_job_ids() == []
 
 
 def test_no_subscription_is_a_free_trial_that_lapses_after_its_length(org_a, settings):
