@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.clients.stripe import BillingStripeClient, StripeCustomerMissing, StripeUnavailable
+from billing.gating import GOOD_STATUSES
 from billing.models import Invoice
 from tenants.audit import audit_record
 from tenants.models import Organization, SubscriptionStatus, User
@@ -25,7 +26,6 @@ from tenants.models import Organization, SubscriptionStatus, User
 logger = logging.getLogger(__name__)
 
 ENDED_STATUSES = {SubscriptionStatus.CANCELED, SubscriptionStatus.INCOMPLETE_EXPIRED}
-GOOD_STATUSES = {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING}
 BILLING_FIELDS = ["stripe_customer_id", "stripe_subscription_id", "stripe_price_id", "subscription_status",
                   "subscription_current_period_end", "subscription_trial_end", "subscription_cancel_at_period_end",
                   "subscription_state_at", "billing_lapsed_at"]

@@ -34,7 +34,7 @@ from django.views.decorators.http import require_POST
 from billing import services
 from billing.models import StripeEvent
 from routiq import safe_json
-from routiq.throttle import client_ip, hit
+from routiq.webhooks import throttled
 from tenants.models import Organization
 from tenants.rls.binding import NoOrganizationBound, bind_organization, platform_access, write_alias
 
@@ -100,11 +100,8 @@ def is_event(event) -> bool:
 @csrf_exempt
 @require_POST
 def stripe_webhook(request: HttpRequest) -> HttpResponse:
-    wait = hit("webhooks:stripe", client_ip(request), settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
-    if wait is not None:
-        response = HttpResponse("Too many requests.\n", status=429, content_type="text/plain")
-        response["Retry-After"] = str(wait)
-        return response
+    if (refused := throttled(request, "stripe")) is not None:
+        return refused
     if not settings.STRIPE_WEBHOOK_SECRETS:
         return JsonResponse({"error": "Stripe webhooks are not configured"}, status=503)
     try:

@@ -41,7 +41,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from messaging.partitions import ensure_message_partitions
-from routiq.jobs import enqueue_for_each_organization
+from routiq.jobs import enqueue_for_each_organization, for_active_organization
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization, require_organization_id
 from tenants.rls.partitions import first_of_month, partition_name
@@ -201,12 +201,11 @@ def restore_messages_archive(manifest_path: Path) -> tuple[Organization, int]:
 
 def archive_messages_for(organization_id: str) -> str:
     """One organization's archival (a job: id in, bind, call)."""
-    organization = Organization.objects.filter(pk=organization_id, is_active=True).first()
-    if organization is None:
-        return "skipped: organization missing or inactive"
-    with bind_organization(organization):
+    def archive(organization: Organization) -> str:
         archives = archive_old_messages(organization=organization)
-    return f"archived {len(archives)} months, {sum(a.rows for a in archives)} messages"
+        return f"archived {len(archives)} months, {sum(a.rows for a in archives)} messages"
+
+    return for_active_organization(organization_id, archive)
 
 
 def archive_old_messages_everywhere() -> int:

@@ -21,6 +21,7 @@ from routiq.jobs import (
     SYNC_QUEUE,
     enqueue_for_each_organization,
     enqueue_once,
+    for_active_organization,
     organizations_with_credential,
     run_bound_sync,
     spread_start,
@@ -133,12 +134,10 @@ DASHBOARD_QUEUE = "default"
 
 def refresh_dashboard(organization_id: str) -> str:
     """Recompute one organization's dashboard figures (the materialized views of its schema)."""
-    organization = Organization.objects.filter(pk=organization_id, is_active=True).first()
-    if organization is None:
-        return "skipped: organization missing or inactive"
-    with bind_organization(organization):
-        as_of = dashboard_refresh(organization=organization)
-    return f"refreshed: as of {as_of.isoformat()}"
+    def refresh(organization: Organization) -> str:
+        return f"refreshed: as of {dashboard_refresh(organization=organization).isoformat()}"
+
+    return for_active_organization(organization_id, refresh)
 
 
 def dashboard_job_id(organization_id, window: int) -> str:

@@ -48,9 +48,11 @@ class BackupError(Exception):
 
 
 def backup_url() -> str:
-    """DATABASE_BACKUP_URL, or DATABASE_ADMIN_URL pointed at this project's database ('' when neither)."""
-    url = os.environ.get("DATABASE_BACKUP_URL") or os.environ.get("DATABASE_ADMIN_URL") or ""
-    return with_database(url, settings.DATABASES["default"]["NAME"]) if url else ""
+    """DATABASE_BACKUP_URL, or DATABASE_ADMIN_URL, pointed at this project's database."""
+    url = os.environ.get("DATABASE_BACKUP_URL") or os.environ.get("DATABASE_ADMIN_URL")
+    if not url:
+        raise BackupError("Set DATABASE_BACKUP_URL (a BYPASSRLS role) or DATABASE_ADMIN_URL (a superuser).")
+    return with_database(url, settings.DATABASES["default"]["NAME"])
 
 
 def server_major(url: str) -> int:

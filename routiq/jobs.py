@@ -95,10 +95,7 @@ def run_bound_sync(organization_id: str, run: Callable[[Organization, str], Sync
     e.g. no credential), or "failed: <error>" for a permanent vendor error, which is not retried. Other errors
     raise so that RQ retries the job.
     """
-    organization = Organization.objects.filter(pk=organization_id).first()
-    if organization is None or not organization.is_active:
-        return "skipped: organization missing or inactive"
-    with bind_organization(organization):
+    def bound_run(organization: Organization) -> str:
         job = get_current_job()
         try:
             result = run(organization, job.id if job else "")
@@ -106,9 +103,19 @@ def run_bound_sync(organization_id: str, run: Callable[[Organization, str], Sync
             return "skipped: already running"
         except PERMANENT_ERRORS as exc:
             return f"failed: {exc}"
-    if isinstance(result, str):
-        return result
-    return f"succeeded: sync log {result.pk}"
+        return result if isinstance(result, str) else f"succeeded: sync log {result.pk}"
+
+    return for_active_organization(organization_id, bound_run)
+
+
+def for_active_organization(organization_id: str, call: Callable[[Organization], str]) -> str:
+    """A job's body: re-fetch the organization, return early if it is gone or inactive, else
+    ``call(organization)`` with it bound."""
+    organization = Organization.objects.filter(pk=organization_id, is_active=True).first()
+    if organization is None:
+        return "skipped: organization missing or inactive"
+    with bind_organization(organization):
+        return call(organization)
 
 
 def organizations_with_credential(provider: str) -> list[Organization]:

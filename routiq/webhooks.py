@@ -52,7 +52,7 @@ from tenants.rls.binding import bind_organization
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UNSTORABLE", "RetryLater", "Verified", "WebhookRejected", "delivery_key", "receive"]
+__all__ = ["UNSTORABLE", "RetryLater", "Verified", "WebhookRejected", "delivery_key", "receive", "throttled"]
 
 DELIVERY_FAILED = "failed"
 # Errors that mean "this delivery's data cannot be stored", as opposed to the database or Redis being down
@@ -92,13 +92,8 @@ def receive(request: HttpRequest, *, provider: str, verify: Callable[[HttpReques
             handle: Callable[[Verified], bool | None]) -> HttpResponse:
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    wait = hit(f"webhooks:{provider}", client_ip(request), settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
-    if wait is not None:
-        logger.warning("%s webhook throttled: limit of %s/min exceeded", provider,
-                       settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
-        response = HttpResponse("Too many requests.\n", status=429, content_type="text/plain")
-        response["Retry-After"] = str(wait)
-        return response
+    if (refused := throttled(request, provider)) is not None:
+        return refused
     started = time.monotonic()
     try:
         verified = verify(request)
@@ -113,6 +108,17 @@ def receive(request: HttpRequest, *, provider: str, verify: Callable[[HttpReques
         if elapsed > SLOW_SECONDS:
             logger.warning("%s webhook slow delivery_id=%s seconds=%.2f: move work to a job", provider,
                            verified.delivery_id, elapsed)
+    return response
+
+
+def throttled(request: HttpRequest, provider: str) -> HttpResponse | None:
+    """429 with Retry-After once the client address is over WEBHOOK_RATE_LIMIT_PER_MINUTE, else None."""
+    wait = hit(f"webhooks:{provider}", client_ip(request), settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
+    if wait is None:
+        return None
+    logger.warning("%s webhook throttled: limit of %s/min exceeded", provider, settings.WEBHOOK_RATE_LIMIT_PER_MINUTE)
+    response = HttpResponse("Too many requests.\n", status=429, content_type="text/plain")
+    response["Retry-After"] = str(wait)
     return response
 
 

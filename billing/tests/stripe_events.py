@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 
-import stripe
+from routiq.testing.stripe_stub import sign_payload
 
 BASE_TIME = 1_780_000_000  # epoch seconds; tests move event times relative to it
 _ids = itertools.count(1)
@@ -38,15 +38,10 @@ def invoice(customer: str, *, sub_id: str = "sub_test_1", invoice_id: str = "in_
             "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub_id}}}
 
 
-def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
-    """The Stripe-Signature header, made by the stripe library itself (``t=…,v1=…``)."""
-    return stripe.WebhookSignature.generate_signature_header(payload.decode(), secret, timestamp)
-
-
 def signed(client, body: dict | bytes, *, secret: str, timestamp: int | None = None,
            signature: str | None = None):
     """POST ``body`` to /webhooks/stripe/ with a Stripe-Signature made with ``secret`` at ``timestamp``."""
     payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-    header = signature if signature is not None else sign(payload, secret, timestamp)
+    header = signature if signature is not None else sign_payload(payload, secret, timestamp)
     return client.post("/webhooks/stripe/", data=payload, content_type="application/json",
                        HTTP_STRIPE_SIGNATURE=header)

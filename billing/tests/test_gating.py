@@ -12,6 +12,7 @@ from billing.gating import billing_standing, sync_pause_reason
 from billing.tests.stripe_events import event, invoice, signed, subscription
 from patients.jobs import enqueue_incremental_syncs
 from routiq.testing.clerk_fixtures import bearer
+from routiq.testing.queues import waiting_job_ids
 from tenants.credentials import credential_set
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization
@@ -40,28 +41,24 @@ def subscribed(org_a, org_b, client):
     return org_a
 
 
-def scheduled_organizations(sync_queue, django_capture_on_commit_callbacks) -> set[str]:
-    sync_queue.empty()
-    for registry in (sync_queue.deferred_job_registry, sync_queue.scheduled_job_registry):
-        for job_id in registry.get_job_ids():
-            registry.remove(job_id, delete_job=True)
+def scheduled_organizations(empty_queue, django_capture_on_commit_callbacks) -> set[str]:
+    """The organizations one scheduler tick queues a Cliniko sync for (from an empty queue)."""
+    sync_queue = empty_queue("sync")
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_incremental_syncs()
-    queued = set(sync_queue.job_ids) | set(sync_queue.deferred_job_registry.get_job_ids()) | set(
-        sync_queue.scheduled_job_registry.get_job_ids())
+    queued = waiting_job_ids(sync_queue)
     return {job_id.split("-", 1)[1].rsplit("-", 1)[0] for job_id in queued}
 
 
 def test_payment_failed_pauses_syncs_and_shows_the_banner_then_paid_resumes(
         client, subscribed, org_a, org_b, mint, empty_queue, django_capture_on_commit_callbacks):
-    sync_queue = empty_queue("sync")
-    assert scheduled_organizations(sync_queue, django_capture_on_commit_callbacks) == {str(org_a.pk), str(org_b.pk)}
+    assert scheduled_organizations(empty_queue, django_capture_on_commit_callbacks) == {str(org_a.pk), str(org_b.pk)}
 
     signed(client, event("invoice.payment_failed", invoice("cus_A", sub_id="sub_cus_A", status="open"),
                          created=NOW - 30), secret=SECRET)
 
     assert Organization.objects.get(pk=org_a.pk).subscription_status == "past_due"
-    assert scheduled_organizations(sync_queue, django_capture_on_commit_callbacks) == {str(org_b.pk)}
+    assert scheduled_organizations(empty_queue, django_capture_on_commit_callbacks) == {str(org_b.pk)}
     page = client.get("/patients/", **bearer(mint(org_a)))
     assert page.status_code == 200  # the data stays readable
     assert b"The last payment failed." in page.content and b"Syncs are paused" in page.content
@@ -72,7 +69,7 @@ def test_payment_failed_pauses_syncs_and_shows_the_banner_then_paid_resumes(
            secret=SECRET)
 
     assert Organization.objects.get(pk=org_a.pk).subscription_status == "active"
-    assert scheduled_organizations(sync_queue, django_capture_on_commit_callbacks) == {str(org_a.pk), str(org_b.pk)}
+    assert scheduled_organizations(empty_queue, django_capture_on_commit_callbacks) == {str(org_a.pk), str(org_b.pk)}
     assert b"billing-banner" not in client.get("/patients/", **bearer(mint(org_a))).content
 
 
@@ -85,7 +82,7 @@ def test_within_the_grace_period_syncs_run_and_the_banner_says_when_they_pause(
     standing = billing_standing(organization)
     assert (standing.in_good_standing, standing.syncs_paused) == (False, False)
     assert standing.syncs_pause_at == organization.billing_lapsed_at + timedelta(days=7)
-    assert str(org_a.pk) in scheduled_organizations(empty_queue("sync"), django_capture_on_commit_callbacks)
+    assert str(org_a.pk) in scheduled_organizations(empty_queue, django_capture_on_commit_callbacks)
     page = client.get("/patients/", **bearer(mint(org_a, role="member")))
     assert b"Syncs pause on" in page.content and b"Ask a clinic admin" in page.content
 
@@ -99,8 +96,7 @@ def test_sync_now_while_paused_explains_why_and_queues_nothing(
         response = client.post("/settings/integrations/cliniko/sync", **bearer(mint(org_a)), follow=True)
     assert response.status_code == 200
     assert b"Syncs are paused: The subscription has ended." in response.content
-    assert sync_queue.job_ids == [] and sync_queue.deferred_job_registry.get_job_ids() == []
-    assert sync_queue.scheduled_job_registry.get_job_ids() == []
+    assert waiting_job_ids(sync_queue) == set()
 
 
 def test_no_subscription_is_a_free_trial_that_lapses_after_its_length(org_a, settings):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.test import Client
 
 from billing.models import StripeEvent
 from billing.tests.stripe_events import event, signed, subscription
+from routiq.testing.threads import at_once
 from tenants.models import AuditLog, Organization
 from tenants.rls.binding import bind_organization
 
@@ -23,22 +20,8 @@ def test_the_same_event_at_the_same_moment_is_processed_once(settings_override):
     Organization.objects.filter(pk=organization.pk).update(stripe_customer_id="cus_race")
     bodies = [event("customer.subscription.updated", subscription("cus_race", status=status), created=1_780_000_000 + n)
               for n, status in enumerate(["trialing", "active", "past_due"])]
-    answers: list[tuple[str, str]] = []
-    for body in bodies:
-        barrier = threading.Barrier(2)
-
-        def deliver(body=body, barrier=barrier):
-            with connection.cursor() as cursor:  # this thread's own connection, as the app role
-                cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
-            barrier.wait()
-            answers.append((body["id"], signed(Client(), body, secret=SECRET).json()["status"]))
-            connection.close()
-
-        threads = [threading.Thread(target=deliver) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    answers = [(body["id"], status) for body in bodies
+               for status in at_once(lambda body=body: signed(Client(), body, secret=SECRET).json()["status"], 2)]
 
     assert sorted(answers) == sorted((body["id"], status) for body in bodies for status in ("duplicate", "processed"))
     assert Organization.objects.get(pk=organization.pk).subscription_status == "past_due"

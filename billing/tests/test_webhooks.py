@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from billing.models import Invoice, StripeEvent
-from billing.tests.stripe_events import BASE_TIME, event, invoice, sign, signed, subscription
+from billing.tests.stripe_events import BASE_TIME, event, invoice, signed, subscription
+from routiq.testing.stripe_stub import sign_payload
 from tenants.models import AuditLog, Organization
 from tenants.rls.binding import bind_organization, platform_access
 
@@ -65,7 +66,7 @@ def test_a_bad_signature_is_400_and_nothing_is_stored(client, customer_a):
 
 def test_a_tampered_body_is_400(client, customer_a):
     body = json.dumps(event("customer.subscription.updated", subscription(customer_a))).encode()
-    good = sign(body, SECRET, int(time.time()))
+    good = sign_payload(body, SECRET, int(time.time()))
     response = signed(client, body.replace(b'"active"', b'"canceled"'), secret=SECRET, signature=good)
     assert response.status_code == 400
     assert all_events() == []

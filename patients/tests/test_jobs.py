@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 
 from patients.jobs import enqueue_incremental_syncs
 from patients.models import Contact
+from routiq.testing.queues import waiting_job_ids
 from tenants.rls.binding import bind_organization
 
 pytestmark = pytest.mark.django_db
@@ -25,8 +26,7 @@ def test_fan_out_enqueues_only_organizations_with_a_cliniko_credential(
     with django_capture_on_commit_callbacks(execute=True):
         enqueue_incremental_syncs()  # a second tick while the first jobs wait: nothing new
 
-    queued = set(sync_queue.job_ids) | set(sync_queue.deferred_job_registry.get_job_ids()) | set(
-        sync_queue.scheduled_job_registry.get_job_ids())
+    queued = waiting_job_ids(sync_queue)
     assert count == 1
     assert queued == {f"cliniko-{org_a.pk}-patients", f"cliniko-{org_a.pk}-appointments"}
 

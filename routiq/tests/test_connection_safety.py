@@ -9,15 +9,13 @@ few requests, an unauthenticated one and a search) and check every page holds on
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.test import Client
 
 from patients.models import Contact
 from routiq.testing.clerk_fixtures import bearer
+from routiq.testing.threads import in_threads
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization
 
@@ -33,38 +31,31 @@ def test_interleaved_requests_of_two_clinics_never_see_each_others_rows(mint):
         with bind_organization(organization):
             Contact.objects.bulk_create([Contact(organization=organization, first_name=f"Pat{n}",
                                                  last_name=MARKERS[organization.clerk_org_id]) for n in range(3)])
+
     def fresh_tokens() -> dict[str, dict]:  # a Clerk token lives 60 s; the run takes longer
         return {o.clerk_org_id: bearer(mint(o, user_id=f"user_conn_{o.slug}", role="member")) for o in organizations}
     failures: list[str] = []
-    counted = [0] * THREADS
 
-    def work(index: int) -> None:
-        with connection.cursor() as cursor:  # this thread's own connection, reused for all its requests
-            cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
-        client = Client()
-        try:
-            for n in range(REQUESTS // THREADS):
-                if n % 500 == 0:
-                    tokens = fresh_tokens()
-                own, other = list(MARKERS)[(n + index) % 2], list(MARKERS)[(n + index + 1) % 2]
-                if n % 50 == 7:  # an anonymous request in between: nothing bound, nothing shown
-                    page = client.get("/patients/", HTTP_ACCEPT="text/html")
-                    if page.status_code != 302 or any(m.encode() in page.content for m in MARKERS.values()):
-                        failures.append(f"anonymous request {n}: {page.status_code}")
-                    continue
-                query = {"q": "Pat1"} if n % 10 == 3 else {}
-                page = client.get("/patients/", query, HTTP_HX_REQUEST="true", **tokens[own])
-                counted[index] += 1
-                if page.status_code != 200 or MARKERS[own].encode() not in page.content \
-                        or MARKERS[other].encode() in page.content:
-                    failures.append(f"thread {index} request {n} as {own}: {page.status_code}")
-        finally:
-            connection.close()
+    def work(index: int) -> int:
+        """One thread on its own connection, reused for all its requests; returns how many clinic requests."""
+        client, counted = Client(), 0
+        for n in range(REQUESTS // THREADS):
+            if n % 500 == 0:
+                tokens = fresh_tokens()
+            own, other = list(MARKERS)[(n + index) % 2], list(MARKERS)[(n + index + 1) % 2]
+            if n % 50 == 7:  # an anonymous request in between: nothing bound, nothing shown
+                page = client.get("/patients/", HTTP_ACCEPT="text/html")
+                if page.status_code != 302 or any(m.encode() in page.content for m in MARKERS.values()):
+                    failures.append(f"anonymous request {n}: {page.status_code}")
+                continue
+            query = {"q": "Pat1"} if n % 10 == 3 else {}
+            page = client.get("/patients/", query, HTTP_HX_REQUEST="true", **tokens[own])
+            counted += 1
+            if page.status_code != 200 or MARKERS[own].encode() not in page.content \
+                    or MARKERS[other].encode() in page.content:
+                failures.append(f"thread {index} request {n} as {own}: {page.status_code}")
+        return counted
 
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    counted = in_threads(work, THREADS)
     assert failures == []
     assert sum(counted) >= REQUESTS * 0.97  # the clinic requests (anonymous ones aside) all ran

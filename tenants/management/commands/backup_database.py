@@ -17,11 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("output", type=Path)
 
     def handle(self, *args, output, **options):
-        url = backup_url()
-        if not url:
-            raise CommandError("Set DATABASE_BACKUP_URL (a BYPASSRLS role) or DATABASE_ADMIN_URL (a superuser).")
         try:
-            backup_database(url=url, output=output)
+            backup_database(url=backup_url(), output=output)
         except BackupError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Backed up to {output} ({output.stat().st_size:,} bytes)"))

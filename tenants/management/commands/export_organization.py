@@ -20,14 +20,11 @@ class Command(BaseCommand):
         parser.add_argument("output", type=Path)
 
     def handle(self, *args, clerk_org_id, output, **options):
-        url = backup_url()
-        if not url:
-            raise CommandError("Set DATABASE_BACKUP_URL (a BYPASSRLS role) or DATABASE_ADMIN_URL (a superuser).")
         organization = Organization.objects.filter(clerk_org_id=clerk_org_id).first()
         if organization is None:
             raise CommandError(f"No organization with Clerk id {clerk_org_id}.")
         try:
-            organization_export(organization=organization, url=url, output=output)
+            organization_export(organization=organization, url=backup_url(), output=output)
         except BackupError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Exported {organization.name} to {output}"))
