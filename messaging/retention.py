@@ -11,8 +11,10 @@ overwritten by the next one. Nothing is deleted from the database before its fil
 
 The retention is the organization's ``message_retention_months``, else the ``MESSAGE_RETENTION_MONTHS``
 setting; 0 keeps everything. A month is archived once all of it is older than the retention (UTC months, like
-the partitions). Only monthly partitions are archived: rows in ``messages_default`` (months the partition job
-has not reached) stay. Conversations keep their counters (message_count counts archived messages too).
+the partitions). Rows still waiting in ``messages_default`` (old history synced before its month had a
+partition) are first given their month's partition, which moves them there, so they are archived like the
+rest; only rows dated before 2000, which no partition takes, stay. Conversations keep their counters
+(message_count counts archived messages too).
 
 ``restore_messages_archive(manifest)`` (``manage.py restore_archive <manifest>``) puts a month back: the
 partition is re-created by ``create_messages_partition`` and the rows copied back (COPY into a temporary table,
@@ -20,19 +22,14 @@ then INSERT through ``messages`` under its policy; its triggers rebuild the sear
 transaction, checked against the manifest. A restored month
 older than the retention is archived again by the next run unless the retention is raised first.
 
-Audit logs are not archived by any job: this module never touches them (they are append-only, and the legal
-minimum is years; see README, Retention).
+Audit logs are archived by their own job, past a legal minimum the database enforces
+(tenants/audit_archive.py).
 """
 
 from __future__ import annotations
 
 import datetime
-import gzip
-import hashlib
-import json
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -41,6 +38,16 @@ from django.utils import timezone
 from psycopg import sql
 
 from messaging.partitions import ensure_message_partitions
+from routiq.archives import (
+    Archive,
+    ArchiveError,
+    copy_in_from_file,
+    copy_out_to_file,
+    private_directory,
+    read_manifest,
+    sha256,
+    write_manifest,
+)
 from routiq.jobs import enqueue_for_each_organization, for_active_organization
 from tenants.models import Organization
 from tenants.rls.binding import bind_organization, require_organization_id
@@ -52,18 +59,6 @@ FORMAT = "routiq-messages-archive/1"
 # messages' columns as messaging/migrations/0007 created them (a restore names them, so the order is fixed).
 COLUMNS = ("created_at", "updated_at", "id", "provider", "external_id", "direction", "content", "content_type",
            "sent_at", "conversation_id", "organization_id", "attachments", "private", "sender_name")
-
-
-class ArchiveError(RuntimeError):
-    """An archive could not be written or restored (nothing was removed from the database)."""
-
-
-@dataclass(frozen=True)
-class Archive:
-    month: datetime.date
-    rows: int
-    data: Path
-    manifest: Path
 
 
 def retention_months(organization: Organization) -> int:
@@ -98,54 +93,24 @@ def months_past_retention(organization: Organization, *, today: datetime.date | 
     return sorted(due)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _private_directory(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
 def archive_messages_month(*, organization: Organization, month: datetime.date) -> Archive:
     """Write the month's messages to ``<dir>/<schema>/messages_yYYYYmMM.copy.gz`` (+ ``.json``), then drop the
     partition; one transaction. The organization must be the bound one."""
     if require_organization_id() != str(organization.pk):
         raise ArchiveError("bind the organization whose messages are archived")
     name = partition_name(month, "messages")
-    directory = archive_directory(organization)
-    _private_directory(directory)
+    directory = private_directory(archive_directory(organization))
     data, manifest = directory / f"{name}.copy.gz", directory / f"{name}.json"
-    partial = directory / f".{name}.copy.gz.partial"
     table = sql.Identifier(organization.schema_name, name)
     columns = sql.SQL(", ").join(sql.Identifier(column) for column in COLUMNS)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(table))
-        rows = 0
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-            copy_out = sql.SQL("COPY (SELECT {} FROM {} ORDER BY id) TO STDOUT").format(columns, table)
-            with cursor.cursor.copy(copy_out) as copy:
-                for chunk in copy:
-                    out.write(chunk)
-                    rows += bytes(chunk).count(b"\n")
-            out.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(partial, data)
-        manifest_text = json.dumps({
+        rows = copy_out_to_file(cursor, sql.SQL("SELECT {} FROM {} ORDER BY id").format(columns, table), data)
+        write_manifest(manifest, {
             "format": FORMAT, "organization_id": str(organization.pk), "schema": organization.schema_name,
             "table": "messages", "month": month.isoformat(), "columns": list(COLUMNS), "rows": rows,
-            "data": data.name, "sha256": _sha256(data), "archived_at": timezone.now().isoformat(),
-        }, indent=2)
-        fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(manifest_text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            "data": data.name, "sha256": sha256(data), "archived_at": timezone.now().isoformat(),
+        })
         cursor.execute(
             sql.SQL("SELECT {}(%s, %s)").format(
                 sql.Identifier(organization.schema_name, "drop_archived_messages_partition")),
@@ -156,19 +121,17 @@ def archive_messages_month(*, organization: Organization, month: datetime.date) 
 
 
 def archive_old_messages(*, organization: Organization, today: datetime.date | None = None) -> list[Archive]:
-    """Every month past the organization's retention, oldest first."""
+    """Every month past the organization's retention, oldest first (rows waiting in the default partition
+    included: their months are partitioned first)."""
+    if retention_months(organization) > 0:
+        ensure_message_partitions(organization=organization, months_ahead=0, today=today)
     return [archive_messages_month(organization=organization, month=month)
             for month in months_past_retention(organization, today=today)]
 
 
 def restore_messages_archive(manifest_path: Path) -> tuple[Organization, int]:
     """Put an archived month back into its organization's messages; returns the organization and the rows."""
-    manifest = json.loads(Path(manifest_path).read_text())
-    if manifest.get("format") != FORMAT or tuple(manifest.get("columns", ())) != COLUMNS:
-        raise ArchiveError(f"{manifest_path} is not a messages archive this version can restore")
-    data = Path(manifest_path).with_name(manifest["data"])
-    if _sha256(data) != manifest["sha256"]:
-        raise ArchiveError(f"{data} does not match its manifest (SHA-256)")
+    manifest, data = read_manifest(Path(manifest_path), format=FORMAT, columns=COLUMNS)
     organization = Organization.objects.filter(pk=manifest["organization_id"], is_active=True).first()
     if organization is None or organization.schema_name != manifest["schema"]:
         raise ArchiveError("the archive's organization is missing, inactive or in another schema")
@@ -185,10 +148,7 @@ def restore_messages_archive(manifest_path: Path) -> tuple[Organization, int]:
             # by INSERT, checked by its policy (rows of another organization would be refused).
             messages = sql.Identifier(organization.schema_name, "messages")
             cursor.execute(sql.SQL("CREATE TEMP TABLE restored_messages (LIKE {}) ON COMMIT DROP").format(messages))
-            copy_in = sql.SQL("COPY restored_messages ({}) FROM STDIN").format(columns)
-            with gzip.open(data, "rb") as source, cursor.cursor.copy(copy_in) as copy:
-                for block in iter(lambda: source.read(1 << 20), b""):
-                    copy.write(block)
+            copy_in_from_file(cursor, sql.Identifier("restored_messages"), COLUMNS, data)
             cursor.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM restored_messages ORDER BY id").format(
                 messages, columns, columns))
             cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table))

@@ -278,6 +278,12 @@ DASHBOARD_REFRESH_DEBOUNCE_SECONDS = int(env("DASHBOARD_REFRESH_DEBOUNCE_SECONDS
 # months are archived to gzip files under MESSAGE_ARCHIVE_DIR (messaging/retention.py). 0 keeps everything.
 MESSAGE_RETENTION_MONTHS = int(env("MESSAGE_RETENTION_MONTHS", "0"))
 MESSAGE_ARCHIVE_DIR = Path(env("MESSAGE_ARCHIVE_DIR", str(BASE_DIR / ".devdata" / "archive")))
+# Years audit logs stay in the database before their months are archived to AUDIT_ARCHIVE_DIR
+# (tenants/audit_archive.py). 7 is the legal minimum, and the database refuses to drop anything younger.
+AUDIT_LOG_RETENTION_YEARS = int(env("AUDIT_LOG_RETENTION_YEARS", "7"))
+if AUDIT_LOG_RETENTION_YEARS < 7:
+    raise ImproperlyConfigured("AUDIT_LOG_RETENTION_YEARS cannot be below the legal minimum of 7 years.")
+AUDIT_ARCHIVE_DIR = Path(env("AUDIT_ARCHIVE_DIR", str(BASE_DIR / ".devdata" / "archive" / "audit")))
 ROUTIQ_SCHEDULE = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
@@ -296,6 +302,7 @@ ROUTIQ_SCHEDULE = [
      "every_seconds": 24 * 3600},
     {"name": "message-archival", "func": "messaging.retention.archive_old_messages_everywhere",
      "every_seconds": 24 * 3600},
+    {"name": "audit-archival", "func": "tenants.maintenance_jobs.archive_old_audit_logs", "every_seconds": 24 * 3600},
     {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
     {"name": "session-record-pruning", "func": "tenants.maintenance_jobs.prune_session_records",
      "every_seconds": 24 * 3600},

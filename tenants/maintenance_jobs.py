@@ -22,6 +22,14 @@ def create_audit_log_partitions(months_ahead: int = 3) -> str:
     return f"audit log partitions present: {', '.join(names)}"
 
 
+def archive_old_audit_logs() -> str:
+    """Archive the audit log's months past AUDIT_LOG_RETENTION_YEARS to files (tenants/audit_archive.py). Daily."""
+    from tenants.audit_archive import archive_old_audit_logs as archive
+
+    archives = archive()
+    return f"archived {len(archives)} months of audit logs, {sum(a.rows for a in archives)} rows"
+
+
 def prune_sync_logs(retention_days: int | None = None) -> int:
     """Delete sync log rows older than SYNC_LOG_RETENTION_DAYS, for every organization. Daily.
 

@@ -108,6 +108,23 @@ def test_archive_then_restore_returns_the_same_rows(org_a, archive_dir, history)
     assert search(org_a, "zephyrine") == [history["old_ids"][0]]
 
 
+def test_old_rows_waiting_in_the_default_partition_are_archived_too(org_a, archive_dir, history):
+    """History synced before its month had a partition waits in messages_default; archival takes it too."""
+    older = first_of_month(history["old"], -2)
+    thread = factories.conversation(org_a, factories.contact(org_a))
+    waiting = factories.message(org_a, thread, at(older, 7), "Synced from long ago")
+    with bind_organization(org_a), connection.cursor() as cursor:
+        cursor.execute("SELECT tableoid::regclass::text FROM messages WHERE id = %s", [waiting.pk])
+        assert cursor.fetchone()[0].endswith("messages_default")
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+    with bind_organization(org_a):
+        archives = retention.archive_old_messages(organization=org_a)
+
+    assert [(a.month, a.rows) for a in archives] == [(older, 1), (history["old"], 3)]
+    assert month_rows(org_a, older) == []
+
+
 def test_nothing_is_archived_within_the_retention_or_when_it_is_zero(org_a, archive_dir, history, settings):
     with bind_organization(org_a):
         assert retention.months_past_retention(org_a, today=first_of_month(history["old"], 12)) == []

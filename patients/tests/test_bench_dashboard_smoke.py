@@ -34,6 +34,7 @@ def test_bench_dashboard_runs_at_tiny_sizes():
         "plan of lapsing patients                         OK",
         "plan of waiting conversations                    OK",
         "dashboard page (queries + rendering)",
+        "GET / through every middleware (session)",
         "plans OK",
         "Summary:",
     ):
