@@ -200,6 +200,11 @@ RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": timeout}
     for name, timeout in (("default", 300), ("sync", 3600), ("provisioning", 600))
 }
+# A job whose worker stops renewing it for RQ_HEARTBEAT_SECONDS + RQ_HEARTBEAT_GRACE_SECONDS (SIGKILLed, machine
+# lost) is abandoned, and retried by the scheduler's next tick (routiq/worker.py).
+RQ = {"WORKER_CLASS": "routiq.worker.Worker"}
+RQ_HEARTBEAT_SECONDS = int(env("RQ_HEARTBEAT_SECONDS", "10"))
+RQ_HEARTBEAT_GRACE_SECONDS = int(env("RQ_HEARTBEAT_GRACE_SECONDS", "20"))
 
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {
@@ -212,7 +217,7 @@ LOGGING = {
 }
 
 # --- Schedule (manage.py run_scheduler) ----------------------------------------------------------
-SCHEDULER_TICK_SECONDS = int(env("SCHEDULER_TICK_SECONDS", "30"))
+SCHEDULER_TICK_SECONDS = int(env("SCHEDULER_TICK_SECONDS", "10"))
 
 # --- Clerk ----------------------------------------------------------------------------------------
 CLERK_JWT_KEY = env("CLERK_JWT_KEY").replace("\\n", "\n")  # PEM; networkless verification

@@ -8,10 +8,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from routiq.scheduler import enqueue_due, schedule
+from routiq.worker import enqueue_scheduled_jobs, requeue_abandoned_jobs
 
 
 class Command(BaseCommand):
-    help = "Enqueue the periodic jobs (incremental syncs, partition upkeep) when due; runs until Ctrl-C."
+    help = ("Enqueue the periodic jobs (incremental syncs, partition upkeep) when due, and retry the jobs of killed "
+            "workers; runs until Ctrl-C.")
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="Enqueue what is due now, then exit.")
@@ -22,6 +24,8 @@ class Command(BaseCommand):
         try:
             while True:
                 enqueue_due()
+                requeue_abandoned_jobs()
+                enqueue_scheduled_jobs()
                 if once:
                     return
                 time.sleep(settings.SCHEDULER_TICK_SECONDS)
