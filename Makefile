@@ -35,6 +35,7 @@ bench: install
 	$(PY) scripts/bench_patients.py
 	$(PY) scripts/bench_messaging.py
 	$(PY) scripts/bench_dashboard.py
+	$(PY) scripts/bench_sync_rate.py
 
 clean:
 	-test -x $(PY) && $(PY) scripts/devservices.py down

@@ -130,6 +130,7 @@ class ClinikoStub(StubServer):
         self._id_counter = 0
         self._raw: dict[int, tuple[dict[str, Any], frozenset[str]]] = {}  # record id -> (served values, dropped keys)
         self._windows: dict[str, tuple[float, int]] = {}  # api key -> (window start, count)
+        self.rate_limited = 0  # requests answered 429 by the rate limit (not by a queued fault)
 
     # -- clock, faults ---------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -370,6 +371,8 @@ class ClinikoStub(StubServer):
                 start, count = now, 0
             self._windows[api_key] = (start, count + 1)
         if count + 1 > self.rate_limit_per_minute:
+            with self._lock:
+                self.rate_limited += 1
             raise _ApiError(429, "Rate limit exceeded", {"X-RateLimit-Reset": str(math.ceil(start + 60))})
 
     def _list(self, sub: str, pairs: list[tuple[str, str]]) -> dict:
