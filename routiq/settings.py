@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -278,7 +279,7 @@ DASHBOARD_REFRESH_DEBOUNCE_SECONDS = int(env("DASHBOARD_REFRESH_DEBOUNCE_SECONDS
 # months are archived to gzip files under MESSAGE_ARCHIVE_DIR (messaging/retention.py). 0 keeps everything.
 MESSAGE_RETENTION_MONTHS = int(env("MESSAGE_RETENTION_MONTHS", "0"))
 MESSAGE_ARCHIVE_DIR = Path(env("MESSAGE_ARCHIVE_DIR", str(BASE_DIR / ".devdata" / "archive")))
-ROUTIQ_SCHEDULE = [
+ROUTIQ_SCHEDULE: list[dict[str, Any]] = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
     {"name": "cliniko-full", "func": "patients.jobs.enqueue_full_syncs",
