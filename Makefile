@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench install clean backup restore
+.PHONY: run test lint audit bench install clean backup restore
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("RoutIQ needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -26,8 +26,14 @@ backup: install
 restore: install
 	$(PY) scripts/dev.py restore $(FILE) $(INTO)
 
+# mypy imports the settings (django-stubs), which refuse the development secret key unless DEBUG is on.
 lint: install
 	$(VENV)/bin/ruff check .
+	DEBUG=1 $(VENV)/bin/mypy .
+
+# Exit 3: the vulnerability database was unreachable, nothing was audited (AUDIT_FLAGS=--unreachable-ok: 0).
+audit: install
+	$(PY) scripts/audit.py $(AUDIT_FLAGS)
 
 bench: install
 	$(PY) scripts/bench_tenancy.py

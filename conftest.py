@@ -9,6 +9,8 @@ uncommitted, and only the test's own connection can see them. Two organizations 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
@@ -19,7 +21,7 @@ from tenants.rls.roles import grant_app_privileges, grant_platform_privileges
 
 pytest_plugins = ["routiq.testing.clerk_fixtures"]
 
-ORGANIZATIONS = {
+ORGANIZATIONS: dict[str, dict[str, Any]] = {
     "a": {"name": "Harbour Physio", "clerk_org_id": "org_test_harbour"},
     "b": {"name": "Summit Chiro", "clerk_org_id": "org_test_summit"},
 }
@@ -34,7 +36,7 @@ def create_session_organizations() -> None:
             organization_create(**spec)
 
 
-_flush_after_transactional_test = TransactionTestCase._fixture_teardown
+_flush_after_transactional_test = TransactionTestCase._fixture_teardown  # type: ignore[attr-defined]  # private
 
 
 def _fixture_teardown(self):
@@ -47,7 +49,7 @@ def _fixture_teardown(self):
     create_session_organizations()
 
 
-TransactionTestCase._fixture_teardown = _fixture_teardown
+TransactionTestCase._fixture_teardown = _fixture_teardown  # type: ignore[attr-defined]  # not in the stubs
 
 
 @pytest.fixture(scope="session")

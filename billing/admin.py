@@ -16,7 +16,7 @@ from tenants.admin import ReadOnlyAdmin
 from tenants.audit import audit_record
 from tenants.rls.binding import write_alias
 
-PLAN_FIELDS = ["stripe_price_id", "name", "amount", "currency", "interval", "features", "is_active", "sort_order"]
+PLAN_FIELDS = ("stripe_price_id", "name", "amount", "currency", "interval", "features", "is_active", "sort_order")
 
 
 @admin.register(Plan)

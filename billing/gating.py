@@ -21,7 +21,7 @@ from django.utils import timezone
 from tenants.models import Organization, SubscriptionStatus
 
 GOOD_STATUSES = {SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING}
-LAPSED_MESSAGES = {
+LAPSED_MESSAGES: dict[str, str] = {
     SubscriptionStatus.NONE: "The free trial has ended.",
     SubscriptionStatus.PAST_DUE: "The last payment failed.",
     SubscriptionStatus.UNPAID: "The subscription is unpaid.",

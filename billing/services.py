@@ -52,7 +52,7 @@ def customer_ensure(*, organization: Organization, client: BillingStripeClient, 
     """
     if organization.stripe_customer_id and organization.stripe_customer_id != replacing:
         return organization.stripe_customer_id
-    email = actor.email if actor is not None and getattr(actor, "email", "") else ""
+    email = actor.email if actor is not None and getattr(actor, "email", None) else ""
     customer_id = client.create_customer(organization_id=str(organization.pk), clerk_org_id=organization.clerk_org_id,
                                          name=organization.name, email=email, replacing=replacing)
     try:

@@ -186,7 +186,9 @@ def event_reprocess(stored: StripeEvent) -> str:
 
 # -- which organization, what to do --------------------------------------------------------------------
 def event_time(event: dict) -> datetime:
-    return services.from_epoch(event["created"])
+    at = services.from_epoch(event["created"])
+    assert at is not None  # the event was accepted with an integer "created"
+    return at
 
 
 def organization_for_event(event: dict) -> Organization | None:

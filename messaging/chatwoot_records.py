@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, overload
 from urllib.parse import unquote, urlsplit
 
 from messaging.matching import ExternalIdentity
@@ -41,6 +42,10 @@ def chatwoot_id(value, what: str = "id") -> int:
     return value
 
 
+@overload
+def moment(value, *, required: Literal[True]) -> datetime: ...
+@overload
+def moment(value, *, required: bool = False) -> datetime | None: ...
 def moment(value, *, required: bool = False) -> datetime | None:
     """Epoch seconds (int/float) or an ISO time -> aware UTC datetime, to the second."""
     if value in (None, ""):
@@ -171,7 +176,7 @@ def attachments(value) -> list[dict]:
     for item in value:
         if not isinstance(item, dict):
             continue
-        url = item.get("data_url") if isinstance(item.get("data_url"), str) else ""
+        url = item["data_url"] if isinstance(item.get("data_url"), str) else ""
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             url = ""
         name = item.get("file_name") or item.get("name") or unquote(urlsplit(url).path.rsplit("/", 1)[-1])

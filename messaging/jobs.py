@@ -48,7 +48,7 @@ def enqueue_chatwoot_sync(organization: Organization, *, full: bool = False, ful
 
     def enqueue():
         # Run even if ``after`` failed: it only makes the first run better, never possible.
-        previous = Dependency(jobs=[after], allow_failure=True) if after is not None else None
+        previous: Job | Dependency | None = Dependency(jobs=[after], allow_failure=True) if after is not None else None
         for resource in RESOURCES:
             resource_full = full_messages if resource == "messages" else full
             job = enqueue_once(SYNC_QUEUE, sync_chatwoot, str(organization.pk), resource, resource_full,

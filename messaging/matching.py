@@ -14,7 +14,7 @@ already holds another one of the same provider.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import phonenumbers
@@ -158,7 +158,7 @@ class _Plan:
         return getattr(patient, self.field) is None and patient.pk not in self.claimed
 
     def decide(self, external_id, value, item: _Identity, holder: Contact | None,
-               decision: ContactLinkDecision | None, decided_patients: dict, patients: list[Contact]) -> None:
+               decision: ContactLinkDecision | None, decided_patients: dict, patients: Sequence[Contact]) -> None:
         if decision is not None and decision.linked:
             target = decided_patients.get(decision.patient_id)
             if target is not None and (holder is None or holder.pk == target.pk or holder.cliniko_patient_id is None):
@@ -211,9 +211,9 @@ class _Plan:
                 patients.append(patient)
             if patients:
                 Contact.objects.bulk_update(patients, [self.field, "updated_at"])
-            for holder, patient, _ in self.moves:
-                if holder is not None:
-                    Conversation.objects.filter(organization=self.organization, contact=holder).update(
+            for lead_contact, patient, _ in self.moves:
+                if lead_contact is not None:
+                    Conversation.objects.filter(organization=self.organization, contact=lead_contact).update(
                         contact=patient, updated_at=now)
             if self.lead_updates:
                 leads = [lead for lead, _ in self.lead_updates]
@@ -259,7 +259,7 @@ def identity_assign(*, organization: Organization, provider: str, external_id: s
     plan.apply()
 
 
-def _candidates(item: _Identity, patients: list[Contact], refused) -> tuple[list[Contact], str]:
+def _candidates(item: _Identity, patients: Sequence[Contact], refused) -> tuple[list[Contact], str]:
     """Patients with the same phone; if none, with the same email. A patient an admin said "not this" to is
     never a candidate again."""
     eligible = [patient for patient in patients if patient.pk != refused]

@@ -38,6 +38,7 @@ class Conversation(OrganizationOwned):
     # The first inbound message not yet followed by an outbound one (None: nothing waits for an answer).
     unanswered_since = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
+    search_hits: list  # not a column: a search result's matching messages (messaging.selectors)
 
     class Meta:
         db_table = "conversations"
@@ -73,6 +74,7 @@ class Message(OrganizationOwned):
     content_type = models.CharField(max_length=30, blank=True, default="text")
     attachments = models.JSONField(default=list, blank=True)
     sent_at = models.DateTimeField()
+    conversation_channel: str  # not a column: the conversation's channel, on a timeline's rows (messaging.selectors)
 
     class Meta:
         db_table = "messages"

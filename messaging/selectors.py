@@ -154,7 +154,7 @@ def inbox_page(*, organization: Organization, query: InboxQuery) -> InboxPage:
     if not in_null_zone:
         params: dict = {"limit": limit}
         where = _inbox_filters(organization, query, params) + ["cv.last_message_at IS NOT NULL"]
-        if cursor_time is not None:
+        if cursor_time is not None and values is not None:  # (a cursor time comes from values)
             params["cursor_time"], params["cursor_id"] = cursor_time, values[1]
             where.append("cv.last_message_at <= %(cursor_time)s")
             where.append("(cv.last_message_at, cv.id) < (%(cursor_time)s, %(cursor_id)s)")
@@ -163,7 +163,7 @@ def inbox_page(*, organization: Organization, query: InboxQuery) -> InboxPage:
     if len(rows) < limit:
         params = {"limit": limit - len(rows)}
         where = _inbox_filters(organization, query, params) + ["cv.last_message_at IS NULL"]
-        if in_null_zone:
+        if in_null_zone and values is not None:  # (in_null_zone implies values)
             params["cursor_id"] = values[1]
             where.append("cv.id < %(cursor_id)s")
         sql = _inbox_sql(where) + " ORDER BY cv.id DESC LIMIT %(limit)s"
@@ -333,6 +333,7 @@ class TimelineEntry:
     def appointment_status(self) -> str:
         """booked, attended, cancelled or no-show (Cliniko's did-not-arrive)."""
         appointment = self.appointment
+        assert appointment is not None and self.now is not None  # an appointment entry is built with both
         if appointment.cancelled_at:
             return "cancelled"
         if appointment.did_not_arrive:

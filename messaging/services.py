@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -87,7 +88,7 @@ def conversations_upsert(*, organization: Organization, rows: Sequence) -> Write
         for provider, identities in by_provider.items():
             matched = contacts_for_identities(organization=organization, identities=identities)
             contact_ids.update({(provider, external_id): pk for external_id, pk in matched.items()})
-        params = {
+        params: dict[str, Any] = {
             "organization_id": organization_id,
             "providers": [row.provider for row in rows],
             "external_ids": [row.external_id for row in rows],
@@ -259,7 +260,7 @@ def messages_upsert(*, organization: Organization, rows: Sequence) -> WriteCount
         conversations = [row.conversation for row in rows if getattr(row, "conversation", None) is not None]
         if conversations:
             conversations_upsert(organization=organization, rows=conversations)
-        params = {
+        params: dict[str, Any] = {
             "organization_id": organization_id,
             "providers": [row.provider for row in rows],
             "conversation_ids": [row.conversation_external_id for row in rows],

@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 
@@ -142,7 +143,7 @@ def contact_stream(organization: Organization, client: ChatwootClient) -> Stream
 def _with_inboxes(client: ChatwootClient) -> Callable[[dict], dict]:
     """Conversations name only their inbox id: add {"inbox": {id, name}} (as webhooks carry it)."""
     try:
-        inboxes = client.inboxes()
+        inboxes: dict[Any, dict] = client.inboxes()  # looked up by whatever the record says
     except VendorNotFound:  # an older or restricted server: names stay empty
         inboxes = {}
 

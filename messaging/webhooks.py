@@ -148,6 +148,7 @@ def chatwoot_work(event: str, body: dict) -> tuple[str, list] | None:
 
 
 def handle_chatwoot(verified: Verified) -> bool:
+    assert verified.organization is not None  # verify_chatwoot found it from the URL's token
     return apply(verified.organization, verified.payload)
 
 
@@ -240,6 +241,7 @@ def verify_manychat(request, *, token: str) -> Verified:
 
 
 def handle_manychat(verified: Verified) -> bool:
+    assert verified.organization is not None  # verify_manychat found it from the URL's token
     return apply(verified.organization, verified.payload)
 
 

@@ -70,8 +70,8 @@ def chart(labels: list[str], *, bars: list[float | None] | None = None,
         return round(result.baseline - plot_height * value / top_value, 1)
 
     for index in range(5):
-        value = top_value * index / 4
-        result.ticks.append(Tick(y=y_of(value), label=_format(value)))
+        tick = top_value * index / 4
+        result.ticks.append(Tick(y=y_of(tick), label=_format(tick)))
     for index, label in enumerate(labels):
         if index % every_nth_label == 0 or index == len(labels) - 1:
             result.x_labels.append((round(result.left + slot * (index + 0.5), 1), label))

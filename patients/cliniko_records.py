@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Literal, overload
 
 import phonenumbers
 
@@ -33,6 +34,10 @@ def cliniko_id(value) -> int:
     return number
 
 
+@overload
+def timestamp(value, *, required: Literal[True]) -> datetime: ...
+@overload
+def timestamp(value, *, required: bool = False) -> datetime | None: ...
 def timestamp(value, *, required: bool = False) -> datetime | None:
     if value in (None, ""):
         if required:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 
@@ -63,4 +64,4 @@ def decode_cursor(cursor: str | None, *, organization_id, sort: str, types: tupl
         return None
 
 
-PARSERS = {"text": str, "uuid": uuid.UUID, "timestamp": datetime.fromisoformat}
+PARSERS: dict[str, Callable[[str], object]] = {"text": str, "uuid": uuid.UUID, "timestamp": datetime.fromisoformat}

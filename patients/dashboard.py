@@ -52,6 +52,7 @@ def dashboard_refresh(*, organization: Organization) -> datetime.datetime:
         for function in REFRESH_FUNCTIONS:
             cursor.execute(sql.SQL("SELECT {}()").format(sql.Identifier(organization.schema_name, function)))
             as_of = cursor.fetchone()[0]
+    assert as_of is not None  # REFRESH_FUNCTIONS is not empty, and each returns its refresh time
     return as_of
 
 

@@ -5,6 +5,7 @@ trigger work) and reports which rows it inserted."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -82,7 +83,7 @@ def contacts_upsert_from_cliniko(*, organization: Organization, rows: Sequence[P
     counts = WriteCounts()
     if not rows:
         return counts
-    params = {"organization_id": organization_id, **column_arrays(rows, CONTACT_COLUMNS)}
+    params: dict[str, Any] = {"organization_id": organization_id, **column_arrays(rows, CONTACT_COLUMNS)}
     with connection.cursor() as cursor:
         cursor.execute(CONTACTS_UPSERT, params)
         written = cursor.fetchall()
@@ -147,7 +148,7 @@ def appointments_upsert_from_cliniko(*, organization: Organization, rows: Sequen
     counts = WriteCounts()
     if not rows:
         return counts
-    params = {"organization_id": organization_id, **column_arrays(rows, APPOINTMENT_COLUMNS)}
+    params: dict[str, Any] = {"organization_id": organization_id, **column_arrays(rows, APPOINTMENT_COLUMNS)}
     with connection.cursor() as cursor:
         cursor.execute(APPOINTMENTS_UPSERT, params)
         for contact_id, inserted, cancelled in cursor.fetchall():
@@ -235,7 +236,7 @@ WHERE (ap.last_appointment_at, ap.next_appointment_at, ap.appointment_count, ap.
 def active_patients_refresh(*, organization: Organization, contact_ids: Iterable[UUID] | None = None) -> int:
     """Recompute the appointment summary of the given contacts (all when None) in one statement."""
     organization_id = _bound(organization)
-    params = {"organization_id": organization_id, "window_days": settings.ACTIVE_PATIENT_WINDOW_DAYS}
+    params: dict[str, Any] = {"organization_id": organization_id, "window_days": settings.ACTIVE_PATIENT_WINDOW_DAYS}
     contact_filter = appointment_filter = ""
     if contact_ids is not None:
         params["contact_ids"] = list(contact_ids)

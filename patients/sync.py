@@ -13,6 +13,7 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Protocol
 
 from django.conf import settings
 
@@ -70,7 +71,10 @@ def write_appointment_tombstones(organization: Organization, rows: list[Tombston
     return counts
 
 
-Reader = Callable[[dict, Organization], object]
+class Reader(Protocol):  # named, not a Callable: cliniko_streams passes organization by keyword
+    def __call__(self, record: dict, organization: Organization) -> object: ...
+
+
 Writer = Callable[[Organization, list], WriteCounts]
 
 # resource -> its streams as (Cliniko endpoint = checkpoint key, read, write), run in this order.

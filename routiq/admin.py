@@ -17,7 +17,7 @@ class RoutIQAdminSite(admin.AdminSite):
     index_template = "admin/routiq_index.html"
 
     @property
-    def login_form(self):
+    def login_form(self):  # type: ignore[override]  # read-only on purpose: its class is imported when asked for
         # Imported here: the admin site module is loaded with the app registry, before auth's forms can be.
         from routiq.admin_login import LockoutAdminAuthenticationForm
 
@@ -25,7 +25,7 @@ class RoutIQAdminSite(admin.AdminSite):
 
     def login(self, request, extra_context=None):
         response = super().login(request, extra_context)
-        form = getattr(response, "context_data", None) and response.context_data.get("form")
+        form = (getattr(response, "context_data", None) or {}).get("form")  # a TemplateResponse, unless redirected
         if form is not None and form.is_bound and form.is_locked_out():
             response.status_code = 429  # the page still renders, with the reason, for the admin
         return response

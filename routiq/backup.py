@@ -22,6 +22,7 @@ import tempfile
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -57,7 +58,9 @@ def backup_url() -> str:
 
 def server_major(url: str) -> int:
     with psycopg.connect(url) as conn:
-        return int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+        row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None  # SHOW answers one row
+        return int(row[0]) // 10000
 
 
 def tool(name: str, url: str) -> str:
@@ -120,12 +123,14 @@ def organization_export(*, organization: Organization, url: str, output: Path) -
         schema_sql = Path(scratch) / "schema.sql"
         run([tool("pg_dump", url), "--format=plain", "--no-owner", "--no-privileges", "--schema",
              organization.schema_name, "--file", str(schema_sql), "--dbname", url])
+        public: dict[str, Any]  # "organization": its row; then each table: a list of rows
         public = {"organization": {"id": str(organization.pk), "name": organization.name,
                                    "clerk_org_id": organization.clerk_org_id, "schema_name": organization.schema_name,
                                    "exported_at": datetime.now().astimezone().isoformat()}}
         with psycopg.connect(url) as conn, conn.cursor() as cursor:
             for table, query in EXPORTED_PUBLIC_TABLES.items():
                 cursor.execute(query, [organization.pk])
+                assert cursor.description is not None  # a SELECT describes its columns
                 columns = [column.name for column in cursor.description]
                 public[table] = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         data = json.dumps(public, cls=DjangoJSONEncoder, indent=1, default=str).encode()

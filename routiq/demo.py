@@ -8,6 +8,8 @@ through the same client, pacing, upserts and checkpoints as production. Idempote
 
 from __future__ import annotations
 
+from typing import Any
+
 from billing.models import Plan
 from messaging.jobs import enqueue_chatwoot_sync
 from patients.jobs import enqueue_organization_sync
@@ -16,7 +18,7 @@ from tenants.models import Organization, OrganizationMember, User
 from tenants.rls.binding import bind_organization
 from tenants.services import organization_create
 
-DEMO_ORGANIZATIONS = [
+DEMO_ORGANIZATIONS: list[dict[str, Any]] = [
     {"name": "Harbour Physio", "clerk_org_id": "org_demo_harbour", "slug": "harbour-physio"},
     {"name": "Summit Chiro", "clerk_org_id": "org_demo_summit", "slug": "summit-chiro"},
 ]

@@ -70,7 +70,7 @@ def healthz(request):
     checks = {"database": database_status(), "redis": redis_status()}
     checks["migrations"] = migration_status() if checks["database"]["ok"] else {"ok": False}
     healthy = all(check["ok"] for check in checks.values())
-    body = {"status": "ok" if healthy else "unavailable"}
+    body: dict[str, object] = {"status": "ok" if healthy else "unavailable"}
     if may_see_details(request):
         body.update(checks)
     return JsonResponse(body, status=200 if healthy else 503)

@@ -209,13 +209,14 @@ class PublicAddressAdapter(HTTPAdapter):
         port = host_params["port"] or (443 if scheme == "https" else 80)
         address = self.checked_address(scheme, host, port)
         if scheme == "https":
-            pool_kwargs["server_hostname"] = host  # SNI and certificate check against the name, not the IP
+            # The stubs list only the keys requests itself sets; urllib3 takes any connection argument here.
+            pool_kwargs["server_hostname"] = host  # type: ignore[typeddict-unknown-key]  # SNI and certificate check against the name, not the IP
         return self.poolmanager.connection_from_host(scheme=scheme, host=address, port=port,
                                                      pool_kwargs=pool_kwargs)
 
     def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
         # urllib3 would name the pinned IP in Host; virtual hosts route on the name.
-        parts = urlsplit(request.url)
+        parts = urlsplit(request.url or "")  # always set once prepared
         request.headers["Host"] = parts.netloc.rpartition("@")[2]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import django_rq
 from django.utils import timezone
 from rq import Retry, get_current_job
-from rq.job import Job, JobStatus
+from rq.job import Dependency, Job, JobStatus
 
 from billing.gating import sync_pause_reason
 from routiq.http import VendorAuthError, VendorClientError, VendorNotFound
@@ -46,7 +46,7 @@ def job_id_for(provider: str, organization_id: Any, resource: str) -> str:
 
 
 def enqueue_once(queue_name: str, func: Callable, *args: Any, job_id: str, retry: Retry | None = RETRY,
-                 depends_on: Job | None = None, job_timeout: int = 3600, at: datetime | None = None,
+                 depends_on: Job | Dependency | None = None, job_timeout: int = 3600, at: datetime | None = None,
                  **options: Any) -> Job | None:
     """Enqueue unless a job with this id is already queued, running, deferred or scheduled (then None).
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -99,11 +100,12 @@ def without_query(text: str) -> str:
 class AccessLogRedaction(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, Mapping):  # gunicorn's atoms; a fresh dict per request, changed in place
-            for key, value in list(record.args.items()):
+            atoms = cast("dict[str, object]", record.args)
+            for key, value in list(atoms.items()):
                 if key in QUERY_ATOMS:
-                    record.args[key] = "-"
+                    atoms[key] = "-"
                 elif isinstance(value, str):
-                    record.args[key] = without_query(value)
+                    atoms[key] = without_query(value)
         elif isinstance(record.args, tuple):
             record.args = tuple(without_query(arg) if isinstance(arg, str) else arg for arg in record.args)
         if isinstance(record.msg, str) and not record.args:

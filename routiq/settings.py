@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -289,7 +290,7 @@ AUDIT_LOG_RETENTION_YEARS = int(env("AUDIT_LOG_RETENTION_YEARS", "7"))
 if AUDIT_LOG_RETENTION_YEARS < 7:
     raise ImproperlyConfigured("AUDIT_LOG_RETENTION_YEARS cannot be below the legal minimum of 7 years.")
 AUDIT_ARCHIVE_DIR = Path(env("AUDIT_ARCHIVE_DIR", str(BASE_DIR / ".devdata" / "archive" / "audit")))
-ROUTIQ_SCHEDULE = [
+ROUTIQ_SCHEDULE: list[dict[str, Any]] = [
     {"name": "cliniko-incremental", "func": "patients.jobs.enqueue_incremental_syncs",
      "every_seconds": CLINIKO_SYNC_INTERVAL_SECONDS},
     {"name": "cliniko-full", "func": "patients.jobs.enqueue_full_syncs",

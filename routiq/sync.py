@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -56,10 +56,7 @@ class WriteCounts:
     created: int = 0
     updated: int = 0
     archived: int = 0
-    contact_ids: set[UUID] | None = None
-
-    def __post_init__(self):
-        self.contact_ids = set() if self.contact_ids is None else self.contact_ids
+    contact_ids: set[UUID] = field(default_factory=set)
 
 
 RECORD_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

@@ -46,6 +46,7 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 
+from routiq.fields import max_length
 from routiq.throttle import client_ip, hit
 from tenants.models import Organization, WebhookDelivery
 from tenants.rls.binding import bind_organization
@@ -127,8 +128,7 @@ def checked_delivery_key(provider: str, verified: Verified) -> str:
     if organization is not None and not organization.is_active:
         raise WebhookRejected(404, "unknown webhook")
     key = delivery_key(provider, verified)
-    max_length = WebhookDelivery._meta.get_field("delivery_id").max_length
-    if not verified.delivery_id or len(key) > max_length or "\x00" in key:
+    if not verified.delivery_id or len(key) > max_length(WebhookDelivery, "delivery_id") or "\x00" in key:
         raise WebhookRejected(400, "invalid delivery id")
     return key
 

@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from bench_messaging import CONVERSATIONS_SQL, COUNTERS_SQL, MONTHS  # scripts/ is sys.path[0] as a script
 from bench_patients import ScratchDatabase, add_scratch_arguments, check_role, django_setup, timed
@@ -156,7 +157,7 @@ def measure(args) -> int:
         plans = {name: plan_problems(*query) for name, query in page_queries(organization).items()}
         for name, problems in plans.items():
             print(f"  plan of {name:<40} {'OK' if not problems else '; '.join(problems)}")
-        request = RequestFactory().get("/")
+        request: Any = RequestFactory().get("/")  # with what the middleware would add
         request.organization = organization
         request.user = SimpleNamespace(get_full_name="Bench", username="bench")
         request.identity = SimpleNamespace(organization=organization, is_admin=False,

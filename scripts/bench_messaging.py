@@ -46,6 +46,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench_patients import (  # scripts/ is sys.path[0] when run as a script
     ScratchDatabase,
@@ -224,7 +225,7 @@ def seed(args, shape: Shape) -> tuple[str, float | None]:
         today = datetime.datetime.now(datetime.UTC).date()
         ensure_message_partitions(organization=organization, months_ahead=MONTHS + 1,
                                   today=first_of_month(today, -MONTHS))
-        params = {"organization_id": str(organization.pk), "contacts": shape.contacts}
+        params: dict[str, Any] = {"organization_id": str(organization.pk), "contacts": shape.contacts}
         for statement, total in ((CONTACTS_SQL, shape.contacts), (CONVERSATIONS_SQL, shape.conversations)):
             for lo in range(1, total + 1, 100_000):
                 cursor.execute(statement, {**params, "lo": lo, "hi": min(total, lo + 99_999)})
@@ -476,7 +477,7 @@ def webhook_deliveries(organization, count: int) -> list[tuple[str, bytes, dict]
     rng = random.Random(11)
     texts = message_texts(count, rng)
     url = f"/webhooks/chatwoot/{organization.webhook_token}/"
-    deliveries, display_id = [], None
+    deliveries, display_id = [], 0  # a conversation is added at n == 0
     for n in range(count):
         if n % 10 == 0:
             contact = stub.add_contact(f"Webhook Person {n}", email=f"webhook{n}@example.com",
@@ -510,7 +511,8 @@ def time_webhooks(organization, count: int) -> dict:
     settings.WEBHOOK_RATE_LIMIT_PER_MINUTE = 10 * count + 1000  # one client address sends them all here
     deliveries = webhook_deliveries(organization, count)
     client = Client()
-    samples, statuses = [], {}
+    samples: list[float] = []
+    statuses: dict[str, int] = {}
     started = time.perf_counter()
     for url, body, headers in deliveries:
         begun = time.perf_counter()

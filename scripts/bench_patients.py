@@ -38,6 +38,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
@@ -364,7 +365,7 @@ def list_view(organization):
     from patients import views
 
     def call() -> int:
-        request = RequestFactory().get("/patients/")
+        request: Any = RequestFactory().get("/patients/")  # with what the middleware would add
         request.organization, request.identity, request.user, request.htmx = organization, None, AnonymousUser(), False
         response = views.patient_list(request)
         if response.status_code != 200:

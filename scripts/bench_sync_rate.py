@@ -87,7 +87,9 @@ def run_phase(organizations, stub, *, timeout: float) -> tuple[list, float]:
 
     stub.reset_log()
     started = time.monotonic()
-    jobs = [enqueue_cliniko_sync(organization, "patients") for organization in organizations]
+    jobs = [job for job in (enqueue_cliniko_sync(organization, "patients") for organization in organizations) if job]
+    if len(jobs) != len(organizations):
+        sys.exit("a sync was already queued: is another worker or benchmark using this Redis database?")
     while True:
         statuses = [job.get_status(refresh=True) for job in jobs]
         if all(status in (JobStatus.FINISHED, JobStatus.FAILED) for status in statuses):

@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
 """
 
 
-def admin_execute(admin_url: str, statement: sql.Composable, params: list | None = None) -> tuple | None:
+def admin_execute(admin_url: str, statement: sql.SQL | sql.Composed, params: list | None = None) -> tuple | None:
     with psycopg.connect(admin_url, autocommit=True) as connection:
         cursor = connection.execute(statement, params)
         return cursor.fetchone() if cursor.description else None

@@ -194,6 +194,7 @@ def _pg_home(data_dir: Path, *, create: bool = False) -> Path:
     if os.geteuid() != 0 or (data_dir / "pg" / "PG_VERSION").exists():
         return data_dir
     account = _pg_account(data_dir / "pg")
+    assert account is not None  # we are root, so there is an account to run as (or ServiceError)
     if not (outside / "pg" / "PG_VERSION").exists():
         if not create or _run(["test", "-x", data_dir], account)[0] == 0:
             return data_dir

@@ -7,6 +7,8 @@ read with one organization bound, through the portal.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
@@ -60,9 +62,9 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_filter = ["is_active", "subscription_status", "country"]
     search_fields = ["name", "slug", "clerk_org_id", "stripe_customer_id"]
     # Billing state is Stripe's to change (billing/services.py applies its events): shown, never edited here.
-    billing_fields = ["billing_standing", "stripe_customer_id", "stripe_subscription_id", "stripe_price_id",
+    billing_fields = ("billing_standing", "stripe_customer_id", "stripe_subscription_id", "stripe_price_id",
                       "subscription_status", "subscription_current_period_end", "subscription_trial_end",
-                      "subscription_cancel_at_period_end", "subscription_state_at", "billing_lapsed_at"]
+                      "subscription_cancel_at_period_end", "subscription_state_at", "billing_lapsed_at")
     readonly_fields = ["id", "schema_name", "clerk_org_id", "created_at", "updated_at", *billing_fields]
     fieldsets = [
         (None, {"fields": ["id", "name", "slug", "country", "time_zone", "message_retention_months", "clerk_org_id",
@@ -124,7 +126,7 @@ class UserAdmin(DjangoUserAdmin):
     list_filter = ["is_staff", "is_superuser", "is_active"]
     search_fields = ["username", "email", "first_name", "last_name", "clerk_user_id"]
     readonly_fields = ["clerk_user_id", "deleted_at", "last_login", "date_joined"]
-    fieldsets = [*DjangoUserAdmin.fieldsets, ("Clerk", {"fields": ["clerk_user_id", "deleted_at"]})]
+    fieldsets = [*(DjangoUserAdmin.fieldsets or ()), ("Clerk", {"fields": ["clerk_user_id", "deleted_at"]})]
 
 
 @admin.register(OrganizationMember)
@@ -166,7 +168,7 @@ class ApiCredentialForm(forms.ModelForm):
     def clean(self):
         """The service's rules, as form errors: a platform admin gets the same answers as a clinic admin
         (a bad Chatwoot URL or account id, a new destination without the secret), never a 500."""
-        data = super().clean()
+        data = cast("dict[str, Any]", super().clean())  # ModelForm.clean returns cleaned_data (stubs: or None)
         provider = data.get("provider") or self.instance.provider
         secret = data.get("secret") or None
         base_url, account_id = data.get("base_url") or "", data.get("account_id") or ""

@@ -8,6 +8,7 @@ operator's base URL); Chatwoot to the clinic's own server, as an untrusted desti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -27,7 +28,8 @@ class ConnectionUnavailable(Exception):
 
 def vendor_client(credential: ApiCredential, **http_options: Any) -> Any:
     """The provider's client for ``credential``. Raises ConnectionUnavailable, CredentialDecryptionError."""
-    builders = {Provider.CLINIKO: _cliniko, Provider.CHATWOOT: _chatwoot, Provider.MANYCHAT: _manychat}
+    builders: dict[str, Callable[[ApiCredential, dict[str, Any]], Any]] = {
+        Provider.CLINIKO: _cliniko, Provider.CHATWOOT: _chatwoot, Provider.MANYCHAT: _manychat}
     return builders[credential.provider](credential, http_options)
 
 

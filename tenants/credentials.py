@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
 
+from routiq.fields import max_length
 from routiq.http import address_refusal
 from tenants.audit import audit_record
 from tenants.crypto import CredentialDecryptionError, decrypt_secret, encrypt_secret, last_four, rotate_secret
@@ -85,7 +86,7 @@ def credential_set(
         account_id = stored["account_id"] if account_id is None else account_id.strip()
         validate_credential_fields(provider=provider, secret=secret, base_url=base_url, account_id=account_id)
         user = actor if actor is not None and actor.is_authenticated else None
-        if created:
+        if credential is None:  # created
             if secret is None:
                 raise ValidationError({"secret": "A new credential needs a secret."})
             credential = ApiCredential(organization=organization, provider=provider, created_by=user)
@@ -187,7 +188,7 @@ def validate_credential_fields(*, provider: str, secret: str | None, base_url: s
         errors["secret"] = "The secret must not be empty."
     if base_url and (message := base_url_error(base_url, provider=provider)):
         errors["base_url"] = message
-    if len(account_id) > ApiCredential._meta.get_field("account_id").max_length:
+    if len(account_id) > max_length(ApiCredential, "account_id"):
         errors["account_id"] = "The account id is too long."
     elif account_id and (message := account_id_error(account_id, provider=provider)):
         errors["account_id"] = message
@@ -204,7 +205,7 @@ def account_id_error(account_id: str, *, provider: str) -> str:
 
 def base_url_error(base_url: str, *, provider: str) -> str:
     """Why ``base_url`` is refused, or '' if it is acceptable."""
-    if len(base_url) > ApiCredential._meta.get_field("base_url").max_length:
+    if len(base_url) > max_length(ApiCredential, "base_url"):
         return "The base URL is too long."
     try:
         URLValidator(schemes=["https", "http"])(base_url)

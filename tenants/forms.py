@@ -5,6 +5,8 @@ base URL and account id. Cliniko's base URL follows from the key's shard and Man
 override them (settings, ``manage.py set_credential``), never a clinic.
 """
 
+from typing import Any, cast
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -46,7 +48,7 @@ class ChatwootCredentialForm(CredentialForm):
         return account_id
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        cleaned = cast("dict[str, Any]", super().clean())  # Form.clean returns cleaned_data (the stubs: or None)
         stored = self.credential
         if stored is not None and not cleaned.get("secret") and (
             cleaned.get("base_url", stored.base_url) != stored.base_url

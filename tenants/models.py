@@ -61,7 +61,8 @@ def new_webhook_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-class Organization(TenantMixin, TimestampedModel):
+# django-tenants has no type information, so the plugin cannot see that its DomainMixin declares Domain.tenant.
+class Organization(TenantMixin, TimestampedModel):  # type: ignore[django-manager-missing]
     """A clinic. Its id is the ``organization_id`` on every row it owns; its schema holds its patients."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

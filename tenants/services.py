@@ -53,7 +53,7 @@ def organization_create(
             name=name, clerk_org_id=clerk_org_id, slug=slug or unique_slug(name), country=country
         )
         organization.schema_name = schema_name_for(organization)
-        organization.save(verbosity=0)
+        organization.save(verbosity=0)  # type: ignore[call-arg]  # TenantMixin.save takes it (no stubs)
         audit_record(
             action="organization.created",
             organization=organization,

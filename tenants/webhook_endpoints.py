@@ -15,6 +15,7 @@ import re
 
 from django.db import transaction
 
+from routiq.fields import max_length
 from tenants.audit import audit_record
 from tenants.credentials import _organization_scope
 from tenants.crypto import decrypt_secret, encrypt_secret
@@ -34,8 +35,7 @@ def organization_for_webhook_token(token: str) -> Organization | None:
     to look one up. The row is found through the unique index, then the token compared in constant time, so
     an answer's timing says nothing about how much of a guess was right.
     """
-    if not WEBHOOK_TOKEN_SHAPE.fullmatch(token or "") or len(token) > Organization._meta.get_field(
-            "webhook_token").max_length:
+    if not WEBHOOK_TOKEN_SHAPE.fullmatch(token or "") or len(token) > max_length(Organization, "webhook_token"):
         return None  # not one we could have made (a NUL would even fail the query): never looked up
     organization = Organization.objects.filter(webhook_token=token, is_active=True).first()
     if organization is None or not hmac.compare_digest(organization.webhook_token.encode(), token.encode()):

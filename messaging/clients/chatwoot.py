@@ -72,7 +72,7 @@ class ChatwootClient:
         stay put while a sync walks them."""
         body = self.http.get_json(self.account_path("contacts"), params={"page": page, "sort": "created_at"})
         records = _records(body.get("payload"), "contacts payload")
-        meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+        meta = body["meta"] if isinstance(body.get("meta"), dict) else {}
         count = meta.get("count") if isinstance(meta.get("count"), int) else None
         has_more = len(records) >= CONTACTS_PER_PAGE and (count is None or page * CONTACTS_PER_PAGE < count)
         return ChatwootPage(records, page, has_more, count)
@@ -96,7 +96,7 @@ class ChatwootClient:
         if not isinstance(data, dict):
             raise VendorResponseError(PROVIDER, "conversations answer without data")
         records = _records(data.get("payload"), "conversations payload")
-        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+        meta = data["meta"] if isinstance(data.get("meta"), dict) else {}
         total = meta.get("all_count") if isinstance(meta.get("all_count"), int) else None
         has_more = len(records) >= CONVERSATIONS_PER_PAGE and (total is None or page * CONVERSATIONS_PER_PAGE < total)
         return ChatwootPage(records, page, has_more, total)

@@ -147,7 +147,8 @@ class _Receiver:
     """Records POSTed webhook deliveries (headers and raw body) and answers 200."""
 
     def __init__(self) -> None:
-        received = self.received = []
+        received: list[tuple[dict[str, str], bytes]] = []
+        self.received = received
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802

@@ -14,7 +14,7 @@ def run(organization, client, resource="patients", **kwargs):
         return sync_cliniko(organization=organization, resource=resource, client=client, **kwargs)
 
 
-def synced_patients(organization) -> dict[int, Contact]:
+def synced_patients(organization) -> dict[int | None, Contact]:
     with bind_organization(organization):
         return {c.cliniko_patient_id: c for c in Contact.objects.filter(deleted_at__isnull=True)}
 
@@ -58,6 +58,7 @@ def assert_appointments_equal_server(organization, stub, *, lagging: frozenset[i
         assert (row.cancelled_at is not None) == (appointment["cancelled_at"] is not None)
         assert row.notes == (appointment["notes"] or "")
         patient_id = int(appointment["patient"]["links"]["self"].rsplit("/", 1)[1])
+        assert row.contact is not None
         assert (row.cliniko_patient_id, row.contact.cliniko_patient_id) == (patient_id, patient_id)
     deleted = {int(a["id"]) for a in stub.all_appointments(include_deleted=True) if a["deleted_at"]}
     gone = [row.cliniko_appointment_id for row in rows if row.deleted_at is not None]

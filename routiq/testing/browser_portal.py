@@ -110,7 +110,11 @@ def console_errors(page) -> list[str]:
     """A list that collects the page's script errors and console errors (a CSP violation is one); there is no
     favicon, so its 404 is not one."""
     errors: list[str] = []
-    page.on("console", lambda message: message.type == "error"
-            and not message.location["url"].endswith("/favicon.ico") and errors.append(message.text))
+
+    def on_console(message) -> None:
+        if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
+            errors.append(message.text)
+
+    page.on("console", on_console)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return errors

@@ -64,7 +64,7 @@ CONVERSATION_SORTS = {
     "last_activity_at_asc": ("last_activity_at", False), "created_at_desc": ("created_at", True),
     "created_at_asc": ("created_at", False),
 }
-AGENTS = ({"id": 1, "name": "Jess Carter", "available_name": "Jess", "email": "jess@clinic.example"},
+AGENTS: tuple[dict[str, Any], ...] = ({"id": 1, "name": "Jess Carter", "available_name": "Jess", "email": "jess@clinic.example"},
           {"id": 2, "name": "Sam Patel", "available_name": "Sam", "email": "sam@clinic.example"})
 FIRST_NAMES = ("Olivia", "Charlotte", "Amelia", "Isla", "Mia", "Grace", "Zoë", "Siobhán", "Priya", "Jack",
                "Oliver", "Noah", "Lachlan", "Liam", "Minh", "Mohammed", "Arjun", "Susan", "Karen", "Peter")

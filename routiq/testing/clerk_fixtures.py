@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,7 +19,7 @@ def test_signing_key() -> SigningKey:
 
 
 @pytest.fixture
-def clerk_key(settings) -> SigningKey:
+def clerk_key(settings) -> Iterator[SigningKey]:
     key = test_signing_key()
     settings.CLERK_JWT_KEY = key.public_pem()
     settings.CLERK_JWKS_URL = ""

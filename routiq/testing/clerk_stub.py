@@ -43,8 +43,7 @@ class JWKSServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{JWKS_PATH}"
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}{JWKS_PATH}"  # bound to 127.0.0.1 above
 
     @property
     def fetch_count(self) -> int:

@@ -137,8 +137,9 @@ class ClinikoStub(StubServer):
         return _parse_dt(self.clock).replace(microsecond=0)
 
     def queue_faults(self, kind: str, count: int = 1, *, status: int = 503, seconds: float = 1.0,
-                     path_prefix: str = "") -> None:
-        """Make the next ``count`` requests (optionally only under ``path_prefix``) misbehave.
+                     path_contains: str = "", path_prefix: str = "") -> None:
+        """Make the next ``count`` requests (optionally only under ``path_prefix``, or only those whose path
+        contains ``path_contains``, as with every stand-in) misbehave.
 
         kinds: "status" (answer ``status``, default 503), "rate_limit" (429 with
         X-RateLimit-Reset = now + ``seconds``), "malformed" (200, truncated JSON), "not_json" (200, a
@@ -148,7 +149,7 @@ class ClinikoStub(StubServer):
         if path_prefix and not path_prefix.startswith("/v1"):
             path_prefix = "/v1" + path_prefix
         self._queue_fault(kind, count, status=status, seconds=seconds,
-                          applies=lambda path: path.startswith(path_prefix))
+                          applies=lambda path: path.startswith(path_prefix) and path_contains in path)
 
     # -- state API -----------------------------------------------------------------------
     def add_patient(self, **fields: Any) -> dict:
@@ -295,7 +296,7 @@ class ClinikoStub(StubServer):
                        "patient_phone_numbers": [_fake_phone(rng, area) for _ in range(rng.choice((0, 1, 1, 1, 1, 1, 1, 2)))],
                        "archived_at": updated if rng.random() < 0.03 else None, "deleted_at": None,
                        "created_at": created, "updated_at": updated}
-                self._patients[rec["id"]] = rec
+                self._patients[pid] = rec
                 for _ in range(appointments_per_patient):
                     self._seed_appointment(rng, rec, now)
 

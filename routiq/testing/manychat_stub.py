@@ -38,7 +38,7 @@ class ManyChatStub(StubServer):
     def add_subscriber(self, *, first_name: str = "", last_name: str = "", phone: str = "", email: str = "",
                        whatsapp_phone: str = "") -> dict[str, Any]:
         subscriber_id = str(next(self._ids))
-        subscriber = {
+        subscriber: dict[str, Any] = {
             "id": subscriber_id, "page_id": "1234", "status": "active", "first_name": first_name,
             "last_name": last_name, "name": f"{first_name} {last_name}".strip(), "phone": phone or None,
             "whatsapp_phone": whatsapp_phone or None, "email": email or None, "optin_phone": bool(phone),

@@ -65,9 +65,10 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl
 
 from routiq.testing.stub_server import (
@@ -233,6 +234,10 @@ def _metadata(value: Any, param: str = "metadata") -> dict[str, str]:
     return {k: v for k, v in value.items() if v != ""}  # an empty value unsets the key, as at Stripe
 
 
+@overload
+def _string(params: dict, name: str, *, required: Literal[True]) -> str: ...
+@overload
+def _string(params: dict, name: str, *, required: bool = False) -> str | None: ...
 def _string(params: dict, name: str, *, required: bool = False) -> str | None:
     value = params.get(name)
     if isinstance(value, dict | list):
@@ -503,10 +508,11 @@ class StripeStub(StubServer):
             record = self._subscriptions[subscription_id]
             before = self._subscription_form(record)
             now = self._now()
-            defaults = {"customer.subscription.deleted": {"status": "canceled", "ended_at": now},
-                        "customer.subscription.paused": {"status": "paused"},
-                        "customer.subscription.resumed": {"status": "active"}}.get(type, {})
-            changes = {**defaults, **changes}
+            defaults: dict[str, dict[str, Any]] = {
+                "customer.subscription.deleted": {"status": "canceled", "ended_at": now},
+                "customer.subscription.paused": {"status": "paused"},
+                "customer.subscription.resumed": {"status": "active"}}
+            changes = {**defaults.get(type, {}), **changes}
             item = record["items"]["data"][0]
             if "status" in changes and changes["status"] not in SUBSCRIPTION_STATUSES:
                 raise ValueError(f"unknown subscription status {changes['status']!r}")
@@ -678,7 +684,8 @@ class StripeStub(StubServer):
             if method == "DELETE":
                 self._delete_customer(parts[1], request)
             return self.customer(parts[1])
-        lookups = {("checkout", "sessions"): ("checkout.session", self._sessions, _public),
+        lookups: dict[tuple[str, ...], tuple[str, dict[str, dict], Callable[[dict], dict]]] = {
+                   ("checkout", "sessions"): ("checkout.session", self._sessions, _public),
                    ("subscriptions",): ("subscription", self._subscriptions, self._subscription_form),
                    ("invoices",): ("invoice", self._invoices, self._invoice_form),
                    ("events",): ("event", {e["id"]: e for e in self.events}, copy.deepcopy)}

@@ -187,6 +187,7 @@ def kill_mid_page(job: str, *args: str, stub, held_request: int) -> None:
            "VENDOR_ALLOW_PRIVATE_NETWORKS": "1"}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, job, *args], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stderr is not None  # both are pipes
     try:
         backend_pid = int(worker.stdout.readline())
         deadline = time.monotonic() + 30

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -32,11 +33,11 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-def get(http: requests.Session, stub: ClinikoStub, path: str, **params: object) -> requests.Response:
+def get(http: requests.Session, stub: ClinikoStub, path: str, **params: Any) -> requests.Response:
     return http.get(stub.base_url + path, params=params, timeout=5)
 
 
-def walk(http: requests.Session, url: str, key: str, **params: object) -> list[dict]:
+def walk(http: requests.Session, url: str, key: str, **params: Any) -> list[dict]:
     """Follow links.next the way a real client would; returns every record seen."""
     seen: list[dict] = []
     response = http.get(url, params=params, timeout=5)
@@ -60,7 +61,8 @@ def test_bad_credentials_are_401_json(stub: ClinikoStub, http: requests.Session,
 @pytest.mark.parametrize("user_agent", [None, "python-requests/2.34", "RoutIQ", "RoutIQ (not-an-email)"])
 def test_user_agent_must_name_app_and_contact_email(stub: ClinikoStub, http: requests.Session,
                                                     user_agent: str | None) -> None:
-    http.headers["User-Agent"] = user_agent  # None makes requests drop the header entirely
+    # None makes requests drop the header entirely (the stubs allow only str and bytes).
+    http.headers["User-Agent"] = user_agent  # type: ignore[assignment]
     response = get(http, stub, "/patients")
     assert response.status_code == 403
     assert "User-Agent" in response.json()["message"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import psycopg
 import pytest
@@ -38,7 +39,7 @@ class FakePage:
 @dataclass
 class FakeVendor:
     records: list[dict]
-    served: list[int] = field(default_factory=list)  # ids handed out, in order
+    served: list[int | None] = field(default_factory=list)  # ids handed out, in order
     fail_on_page: int | None = None  # the write of this page (1-based within a run) raises after inserting
     kill_on_page: int | None = None
     pages_written: int = 0
@@ -94,7 +95,7 @@ def run(organization, vendor: FakeVendor, **kwargs) -> SyncLog:
 
 def synced_ids(organization) -> list[int]:
     with bind_organization(organization):
-        return sorted(Contact.objects.values_list("cliniko_patient_id", flat=True))
+        return sorted(cast("list[int]", Contact.objects.values_list("cliniko_patient_id", flat=True)))  # Cliniko only
 
 
 def cursor_of(organization, stream: str = "things") -> str:

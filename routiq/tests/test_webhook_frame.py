@@ -49,6 +49,7 @@ def verify(request: HttpRequest, *, token: str) -> Verified:
 
 def handle(verified: Verified) -> bool:
     payload, organization = verified.payload, verified.organization
+    assert organization is not None
     assert bound_organization_id() == str(organization.pk)  # the frame binds the token's organization
     if payload["event"] == "ignored":
         return False

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from rq import Retry
 
+from routiq.fields import max_length
 from tenants import services
 from tenants.clerk.authentication import portal_role
 from tenants.models import MembershipStatus, Organization, OrganizationMember, User
@@ -67,7 +68,7 @@ def clean_id(value: Any, what: str) -> str:
 def clean_email(value: Any) -> str:
     # An over-long address is dropped, not cut: a cut address could be somebody else's.
     email = clean_text(value, 10_000).strip()
-    return email if len(email) <= User._meta.get_field("email").max_length else ""
+    return email if len(email) <= max_length(User, "email") else ""
 
 
 def child(data: dict, key: str) -> dict:
@@ -91,7 +92,7 @@ def primary_email(data: dict) -> str:
 
 
 def user_names(data: dict) -> dict:
-    return {field: clean_text(data.get(field), User._meta.get_field(field).max_length)
+    return {field: clean_text(data.get(field), max_length(User, field))
             for field in ("first_name", "last_name")}
 
 
@@ -99,12 +100,12 @@ def user_names(data: dict) -> dict:
 
 def organization_upserted(data: dict, *, created: bool) -> None:
     clerk_org_id = clean_id(data.get("id"), "organization id")
-    name = clean_text(data.get("name"), Organization._meta.get_field("name").max_length).strip() or clerk_org_id
+    name = clean_text(data.get("name"), max_length(Organization, "name")).strip() or clerk_org_id
     organization = Organization.objects.filter(clerk_org_id=clerk_org_id).first()
     if organization is not None:
         services.organization_rename(organization=organization, name=name, actor_label=ACTOR)
         return
-    slug = slugify(clean_text(data.get("slug"), 200))[:Organization._meta.get_field("slug").max_length] or None
+    slug = slugify(clean_text(data.get("slug"), 200))[:max_length(Organization, "slug")] or None
     if created:
         # Enqueued once the delivery is recorded: a rolled-back delivery must not leave a job behind.
         transaction.on_commit(lambda: enqueue_provisioning(clerk_org_id, name, slug))

@@ -26,6 +26,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import RSAAlgorithm
+from jwt.types import Options
 
 _ALGORITHM = "RS256"
 _MIN_RSA_BITS = 2048
@@ -33,7 +34,7 @@ _MIN_RSA_BITS = 2048
 _MAX_TOKEN_CHARS = 16 * 1024
 # exp/iat are required so a token can never be valid forever. iss/aud are not
 # part of Clerk's session-token contract (azp plays the audience role).
-_DECODE_OPTIONS: dict[str, Any] = {
+_DECODE_OPTIONS: Options = {
     "require": ["exp", "iat"],
     "verify_aud": False,
     "verify_iss": False,

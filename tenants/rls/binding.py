@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -28,6 +28,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 if TYPE_CHECKING:
     from tenants.models import Organization
+    from tenants.rls.pgbackend.base import DatabaseWrapper
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +71,15 @@ def bind_organization(organization: Organization) -> Iterator[Organization]:
     """Select the organization's schema and RLS identity for the duration of the block."""
     if not organization.is_active:
         raise NoOrganizationBound(f"Organization {organization.pk} is inactive.")
-    previous_tenant = connection.tenant
+    tenant_connection = cast("DatabaseWrapper", connection)  # the backend is django-tenants' (settings)
+    previous_tenant = tenant_connection.tenant
     token = _bound_organization_id.set(str(uuid.UUID(str(organization.pk))))
-    connection.set_tenant(organization)
+    tenant_connection.set_tenant(organization)
     try:
         yield organization
     finally:
         _bound_organization_id.reset(token)
-        connection.set_tenant(previous_tenant)
+        tenant_connection.set_tenant(previous_tenant)
 
 
 @contextlib.contextmanager
@@ -111,9 +113,11 @@ def write_alias() -> str:
 def shares_default_connection() -> bool:
     """The test suite points the platform alias at the default connection (a test's rows are uncommitted,
     so a second connection could not see them); the backend then switches roles on that one connection."""
-    return getattr(connections._connections, PLATFORM_ALIAS, None) is connections[DEFAULT_DB_ALIAS]
+    # The handler's private thread-local of open connections (not in the stubs): looking does not open one.
+    open_connections = connections._connections  # type: ignore[attr-defined]
+    return getattr(open_connections, PLATFORM_ALIAS, None) is connections[DEFAULT_DB_ALIAS]
 
 
 def unbind_all() -> None:
     """Return the connection to the public schema with nothing bound (start of a request or job)."""
-    connection.set_schema_to_public()
+    cast("DatabaseWrapper", connection).set_schema_to_public()

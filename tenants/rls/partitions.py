@@ -72,8 +72,8 @@ def ensure_partitions(
             logger.error("%s partition for %s not created: %s", label, month.isoformat(), exc)
             failures.append((month, exc))
     if failures:
-        month, exc = failures[0]
-        raise error(f"{label} partition for {month.isoformat()} not created: {exc}") from exc
+        month, failure = failures[0]
+        raise error(f"{label} partition for {month.isoformat()} not created: {failure}") from failure
     return names
 
 

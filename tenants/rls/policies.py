@@ -28,7 +28,7 @@ def enable_rls(table: str, *, platform_readable: bool = False) -> migrations.Run
     """
     condition = PLATFORM_CONDITION if platform_readable else TENANT_CONDITION
     return migrations.RunSQL(
-        sql=forced_policy_sql(table, condition),
+        sql=[*forced_policy_sql(table, condition)],
         reverse_sql=[
             f"DROP POLICY IF EXISTS organization_isolation ON {table}",
             f"ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY",

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
 import pytest
@@ -50,7 +51,7 @@ def jwks_server(key: SigningKey) -> Iterator[JWKSServer]:
         yield server
 
 
-def jwks_verifier(server: JWKSServer, **kwargs: float) -> ClerkTokenVerifier:
+def jwks_verifier(server: JWKSServer, **kwargs: Any) -> ClerkTokenVerifier:
     return ClerkTokenVerifier(jwks_url=server.url, authorized_parties=[ORIGIN], **kwargs)
 
 

@@ -27,7 +27,9 @@ def committed_audit_rows(action: str) -> int:
     with psycopg.connect(**params, autocommit=True) as other, other.cursor() as cursor:
         cursor.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.DATABASE_PLATFORM_ROLE)))
         cursor.execute("SELECT count(*) FROM audit_logs WHERE action = %s", [action])
-        return cursor.fetchone()[0]
+        row = cursor.fetchone()
+        assert row is not None
+        return row[0]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -24,7 +25,7 @@ from tenants.webhook_endpoints import (
     organization_webhook_token_rotate,
 )
 
-SYNCED_RESOURCES = {Provider.CLINIKO: ["patients", "appointments"],
+SYNCED_RESOURCES: dict[str, list[str]] = {Provider.CLINIKO: ["patients", "appointments"],
                     Provider.CHATWOOT: ["contacts", "conversations", "messages"]}
 
 
@@ -88,8 +89,9 @@ def credential_save(request, provider: str):
         else:
             messages.success(request, f"{Provider(provider).label} credential saved.")
     else:
+        # Iterating an ErrorList gives its messages (its __getitem__ does); the stubs say ValidationError | str.
         messages.error(request, "Please correct the form: " + "; ".join(
-            f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))
+            f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()))  # type: ignore[arg-type]
     return redirect("integrations")
 
 
@@ -123,7 +125,8 @@ def sync_now(request, provider: str):
     from messaging.jobs import enqueue_chatwoot_sync
     from patients.jobs import enqueue_organization_sync
 
-    enqueuers = {Provider.CLINIKO: enqueue_organization_sync, Provider.CHATWOOT: enqueue_chatwoot_sync}
+    enqueuers: dict[str, Callable[..., object]] = {
+        Provider.CLINIKO: enqueue_organization_sync, Provider.CHATWOOT: enqueue_chatwoot_sync}
     if provider_or_404(provider) not in enqueuers:
         raise Http404("This provider has no sync yet.")
     if credential_get(organization=request.organization, provider=provider) is None:

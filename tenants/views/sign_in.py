@@ -57,6 +57,7 @@ def dev_sign_in(request):
             raise Http404
         from tenants.clerk.dev_sign_in import dev_signing_key
 
+        assert membership.user.clerk_user_id is not None  # dev_memberships lists Clerk users only
         token = mint_session_token(
             dev_signing_key(),
             user_id=membership.user.clerk_user_id,
