@@ -87,6 +87,18 @@ def _database_role(request):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (real Redis, the cache's key prefix only: RQ's keys stay): a value
+    cached by an earlier test would name rows that test's rollback removed."""
+    from routiq import cache
+
+    cache.reset_outage()
+    cache.clear()
+    yield
+    cache.reset_outage()
+
+
 @pytest.fixture
 def org_a(db):
     from tenants.models import Organization

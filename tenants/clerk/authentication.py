@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from tenants import cache as tenant_cache
 from tenants import services
 from tenants.clerk.tokens import ClerkTokenVerifier, SessionClaims
 from tenants.models import MembershipStatus, Organization, OrganizationMember, OrganizationRole, User
@@ -66,8 +67,8 @@ def verifier() -> ClerkTokenVerifier:
 def active_organization(*, clerk_org_id: str | None = None, pk: str | None = None) -> Organization:
     if not clerk_org_id and not pk:
         raise AccessDenied("No active organization: choose one in Clerk.")
-    lookup = {"clerk_org_id": clerk_org_id} if clerk_org_id else {"pk": pk}
-    organization = Organization.objects.filter(**lookup).first()
+    # Cached (tenants/cache.py); deactivation forgets it, so an inactive organization is refused at once.
+    organization = tenant_cache.organization_get(clerk_org_id=clerk_org_id, pk=pk)
     if organization is None or not organization.is_active:
         raise AccessDenied("This organization does not exist or is not active.")
     return organization
@@ -75,6 +76,9 @@ def active_organization(*, clerk_org_id: str | None = None, pk: str | None = Non
 
 def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
     organization = active_organization(clerk_org_id=claims.organization_id)
+    cached = tenant_cache.identity_get(organization, claims.user_id)
+    if cached is not None and token_agrees(cached.membership, claims):
+        return PortalIdentity(user=cached.user, organization=organization, membership=cached.membership)
     # get_or_create: a new user's first requests often arrive together.
     user, created = User.objects.get_or_create(clerk_user_id=claims.user_id, defaults={"username": claims.user_id})
     if created:
@@ -83,7 +87,19 @@ def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
         raise AccessDenied("This user has been removed.")
     with bind_organization(organization):
         membership = membership_from_claims(organization, user, claims)
+    tenant_cache.identity_store(organization, user, membership)
     return PortalIdentity(user=user, organization=organization, membership=membership)
+
+
+def token_agrees(membership: OrganizationMember, claims: SessionClaims) -> bool:
+    """A cached active membership answers for this token only where membership_from_claims would return it
+    unchanged; anything that would write (a role change, a re-added member) goes to the database."""
+    if membership.status != MembershipStatus.ACTIVE:
+        return False
+    if membership.role_changed_at is not None and claims.issued_at <= membership.role_changed_at:
+        return True
+    return (membership.role, membership.clerk_role) == (portal_role(claims.organization_role),
+                                                        claims.organization_role or "")
 
 
 def membership_from_claims(organization: Organization, user: User, claims: SessionClaims) -> OrganizationMember:
@@ -115,12 +131,17 @@ def identity_from_session(user: User, organization_pk: str) -> PortalIdentity:
     if not user.is_authenticated or user.deleted_at or not user.is_active:
         raise AccessDenied("This user has been removed.")
     organization = active_organization(pk=organization_pk)
+    cached = tenant_cache.identity_get(organization, user.clerk_user_id)
+    if cached is not None and cached.membership.user_id == user.pk:
+        cached.membership.user = user
+        return PortalIdentity(user=user, organization=organization, membership=cached.membership)
     with bind_organization(organization):
         membership = OrganizationMember.objects.filter(
             organization=organization, user=user, status=MembershipStatus.ACTIVE
         ).first()
     if membership is None:
         raise AccessDenied("This membership has been removed.")
+    tenant_cache.identity_store(organization, user, membership)
     return PortalIdentity(user=user, organization=organization, membership=membership)
 
 
