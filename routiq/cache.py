@@ -138,6 +138,18 @@ def add(key: str, value: Any, ttl: int) -> None:
         _failed("add", key, exc)
 
 
+def replace(key: str, value: Any, ttl: int) -> None:
+    """Overwrite a *public* value (fetched from its source, so the newest write is the right one)."""
+    if key_owner(key) != PUBLIC:
+        raise ValueError("only public values are replaced; tenant values are added and forgotten")
+    if not enabled() or ttl <= 0:
+        return
+    try:
+        _cache().set(key, {"owner": PUBLIC, "value": value}, timeout=ttl)
+    except (RedisError, OSError) as exc:
+        _failed("replace", key, exc)
+
+
 def forget(*keys: str, using: str | None = None) -> None:
     """Invalidate: tombstone the keys now and again once the transaction of ``using`` commits (if one is open:
     pass the alias the change is written through)."""

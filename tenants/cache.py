@@ -15,6 +15,7 @@ Values are rebuilt as model instances with ``from_db``; fields left out (secrets
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -130,3 +131,19 @@ def user_forget(user: User) -> None:
                                                                                          flat=True))
     cache.forget(*(identity_key(organization_id, user.clerk_user_id) for organization_id in organization_ids),
                  using=write_alias())
+
+
+# --- public values ----------------------------------------------------------------------------------------
+
+class SharedJwks:
+    """Clerk's JWKS document (public keys: no organization's data), shared by every process through the cache,
+    so a new worker or one meeting a rotated key asks Redis before it asks Clerk (tenants.clerk.tokens)."""
+
+    def __init__(self, jwks_url: str) -> None:
+        self.key = cache.public_key("clerk-jwks", hashlib.sha256(jwks_url.encode()).hexdigest()[:16])
+
+    def get(self):
+        return cache.get(self.key)
+
+    def put(self, document) -> None:
+        cache.replace(self.key, document, settings.CACHE_JWKS_TTL_SECONDS)

@@ -54,6 +54,7 @@ def verifier() -> ClerkTokenVerifier:
             authorized_parties=settings.CLERK_AUTHORIZED_PARTIES,
             leeway_seconds=settings.CLERK_LEEWAY_SECONDS,
             jwks_refetch_interval_seconds=settings.CLERK_JWKS_REFETCH_SECONDS,
+            jwks_store=tenant_cache.SharedJwks(settings.CLERK_JWKS_URL) if settings.CLERK_JWKS_URL else None,
         )
     if settings.DEV_SIGN_IN_ENABLED:
         from tenants.clerk.dev_sign_in import dev_signing_key
