@@ -100,6 +100,21 @@ def _empty_cache():
 
 
 @pytest.fixture
+def cache_unreachable(settings):
+    """The cache pointed at a port nobody listens on (Redis down); the outage backoff is forgotten after."""
+    import socket
+
+    from routiq import cache
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    yield
+    cache.reset_outage()
+
+
+@pytest.fixture
 def org_a(db):
     from tenants.models import Organization
 
