@@ -96,7 +96,8 @@ def identity_get(organization: Organization, clerk_user_id: str | None) -> Cache
     if entry is None:
         return None
     user, membership = _instance(User, entry["user"]), _instance(OrganizationMember, entry["membership"])
-    if user.clerk_user_id != clerk_user_id or membership.organization_id != organization.pk:
+    if (user.clerk_user_id != clerk_user_id or membership.organization_id != organization.pk
+            or not user.is_active or user.deleted_at is not None or membership.status != MembershipStatus.ACTIVE):
         return None
     membership.organization, membership.user = organization, user
     return CachedIdentity(user=user, membership=membership)

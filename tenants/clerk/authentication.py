@@ -93,8 +93,9 @@ def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
 
 
 def token_agrees(membership: OrganizationMember, claims: SessionClaims) -> bool:
-    """A cached active membership answers for this token only where membership_from_claims would return it
-    unchanged; anything that would write (a role change, a re-added member) goes to the database."""
+    """The active membership stands as it is for this token: a role change recorded after the token was issued
+    wins, else the token's role is the one held. Otherwise membership_from_claims writes (through the database,
+    never from a cached membership)."""
     if membership.status != MembershipStatus.ACTIVE:
         return False
     if membership.role_changed_at is not None and claims.issued_at <= membership.role_changed_at:
@@ -114,11 +115,8 @@ def membership_from_claims(organization: Organization, user: User, claims: Sessi
     if membership is not None and membership.status == MembershipStatus.REMOVED:
         if membership.removed_at is None or claims.issued_at <= membership.removed_at:
             raise AccessDenied("This membership has been removed.")
-    elif membership is not None:
-        if membership.role_changed_at is not None and claims.issued_at <= membership.role_changed_at:
-            return membership
-        if (membership.role, membership.clerk_role) == (role, clerk_role):
-            return membership
+    elif membership is not None and token_agrees(membership, claims):
+        return membership
     if membership is None:
         logger.info("membership created just in time organization_id=%s user=%s", organization.pk, user.pk)
     return services.membership_upsert(
