@@ -353,3 +353,54 @@ def test_user_forget_refuses_to_run_bound(org_a):
     user = User.objects.create(username="u_forget", clerk_user_id="user_forget")
     with bind_organization(org_a), pytest.raises(RuntimeError):
         tenant_cache.user_forget(user)
+
+
+# --- the platform admin's edits -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def staff_client(db):
+    from django.test import Client
+
+    staff = User.objects.create_user(username="platform-admin", password="correct horse battery staple",
+                                     is_staff=True, is_superuser=True)
+    admin_client = Client()
+    admin_client.force_login(staff)
+    return admin_client
+
+
+def test_a_membership_removed_in_the_admin_is_refused_at_once(client, mint, org_a, staff_client):
+    token = mint(org_a, user_id=USER)
+    warm_bearer(client, token, org_a)
+
+    response = staff_client.post(f"/admin/tenants/organizationmember/{membership(org_a).pk}/change/",
+                                 {"role": "admin", "status": "removed"})
+
+    assert response.status_code == 302
+    assert client.get("/patients/", **bearer(token)).status_code == 403
+
+
+def test_a_user_deactivated_in_the_admin_is_refused_at_once(client, mint, org_a, staff_client):
+    token = mint(org_a, user_id=USER)
+    warm_bearer(client, token, org_a)
+    user = User.objects.get(clerk_user_id=USER)
+
+    response = staff_client.post(f"/admin/tenants/user/{user.pk}/change/", {
+        "username": user.username, "first_name": "", "last_name": "", "email": "", "is_staff": "",
+        "date_joined_0": user.date_joined.strftime("%Y-%m-%d"), "date_joined_1": user.date_joined.strftime("%H:%M:%S"),
+    })  # is_active left out: unchecked
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert client.get("/patients/", **bearer(token)).status_code == 403
+
+
+def test_an_organization_deactivated_in_the_admin_change_form_is_refused_at_once(client, mint, org_a, staff_client):
+    token = mint(org_a, user_id=USER)
+    warm_bearer(client, token, org_a)
+
+    response = staff_client.post(f"/admin/tenants/organization/{org_a.pk}/change/", {
+        "name": org_a.name, "slug": org_a.slug, "country": org_a.country, "time_zone": org_a.time_zone,
+        "message_retention_months": "", "domains-TOTAL_FORMS": "0", "domains-INITIAL_FORMS": "0",
+    })  # is_active left out: unchecked
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert client.get("/patients/", **bearer(token)).status_code == 403
