@@ -9,6 +9,7 @@ uncommitted, and only the test's own connection can see them. Two organizations 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -87,6 +88,36 @@ def _database_role(request):
             # Inside the test's transaction: the rollback at the end of the test undoes it.
             cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
     yield
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (real Redis, the cache's key prefix only: RQ's keys stay): a value
+    cached by an earlier test would name rows that test's rollback removed."""
+    from redis.exceptions import RedisError
+
+    from routiq import cache
+
+    cache.reset_outage()
+    with contextlib.suppress(RedisError, OSError):  # no Redis: nothing cached either (every read is a miss)
+        cache.clear()
+    yield
+    cache.reset_outage()
+
+
+@pytest.fixture
+def cache_unreachable(settings):
+    """The cache pointed at a port nobody listens on (Redis down); the outage backoff is forgotten after."""
+    import socket
+
+    from routiq import cache
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{port}/0"}}
+    yield
+    cache.reset_outage()
 
 
 @pytest.fixture

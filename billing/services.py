@@ -20,6 +20,7 @@ from django.utils import timezone
 from billing.clients.stripe import BillingStripeClient, StripeCustomerMissing, StripeUnavailable
 from billing.gating import GOOD_STATUSES
 from billing.models import Invoice
+from tenants import cache as tenant_cache
 from tenants.audit import audit_record
 from tenants.models import Organization, SubscriptionStatus, User
 
@@ -60,6 +61,7 @@ def customer_ensure(*, organization: Organization, client: BillingStripeClient, 
             stored = Organization.objects.filter(pk=organization.pk, stripe_customer_id=replacing).update(
                 stripe_customer_id=customer_id, updated_at=timezone.now())
             if stored:
+                tenant_cache.organization_forget(organization)
                 audit_record(action="billing.customer_created", organization=organization, actor=actor,
                              object_type="organization", object_id=organization.pk,
                              changes={"stripe_customer_id": [replacing, customer_id]}, request=request)
@@ -120,6 +122,7 @@ def save_billing_changes(organization: Organization, before: dict[str, Any], *, 
     if not changed:
         return False
     organization.save(update_fields=[*changed, "updated_at"])
+    tenant_cache.organization_forget(organization)
     audit_record(action=action, organization=organization, actor_label=f"stripe:{event_id}",
                  object_type="organization", object_id=organization.pk,
                  changes={name: [jsonable(before[name]), jsonable(getattr(organization, name))] for name in changed})

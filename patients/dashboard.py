@@ -17,13 +17,15 @@ import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection, transaction
 from psycopg import sql
 
 from messaging.models import Conversation
 from patients.models import Contact
+from routiq import cache
 from tenants.models import Organization
-from tenants.rls.binding import require_organization_id
+from tenants.rls.binding import bound_organization_id, require_organization_id
 
 REFRESH_FUNCTIONS = ("refresh_patient_metrics", "refresh_conversation_metrics")
 TREND_MONTHS = 13  # this month and the 12 before
@@ -52,8 +54,14 @@ def dashboard_refresh(*, organization: Organization) -> datetime.datetime:
         for function in REFRESH_FUNCTIONS:
             cursor.execute(sql.SQL("SELECT {}()").format(sql.Identifier(organization.schema_name, function)))
             as_of = cursor.fetchone()[0]
+        # Tombstoned now and once the new figures are committed: the next page reads them.
+        cache.forget(figures_key(organization.pk))
     assert as_of is not None  # REFRESH_FUNCTIONS is not empty, and each returns its refresh time
     return as_of
+
+
+def figures_key(organization_id) -> str:
+    return cache.org_key(organization_id, "dashboard", "figures")
 
 
 @dataclass(frozen=True)
@@ -165,13 +173,28 @@ ORDER BY cv.unanswered_since LIMIT %s
 """
 
 
+def figures_get(organization: Organization) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """The summary, month and day rows of the materialized views: aggregates only (no patient, no name), the
+    same until the next refresh, so cached until it (dashboard_refresh forgets them) or the TTL."""
+    organization_id = organization.pk
+    # Only under the organization's own binding: under another, RLS would return (and we would cache) nothing.
+    cacheable = bound_organization_id() == str(organization_id)
+    if cacheable and (figures := cache.get(figures_key(organization_id))) is not None:
+        return figures
+    figures = (_rows(SUMMARY_SQL, [organization_id]), _rows(MONTHS_SQL, [organization_id]),
+               _rows(DAYS_SQL, [organization_id, CHART_DAYS]))
+    if cacheable:
+        cache.add(figures_key(organization_id), figures, settings.CACHE_DASHBOARD_TTL_SECONDS)
+    return figures
+
+
 def dashboard_get(*, organization: Organization) -> Dashboard:
     organization_id = organization.pk
-    summary_rows = _rows(SUMMARY_SQL, [organization_id])
-    day_rows = _rows(DAYS_SQL, [organization_id, CHART_DAYS])
+    summary_rows, month_rows, day_rows = figures_get(organization)
+    # The action lists name patients: always live, never cached.
     return Dashboard(
         summary=Summary(*summary_rows[0]) if summary_rows else None,
-        months=[Month(*row) for row in _rows(MONTHS_SQL, [organization_id])],
+        months=[Month(*row) for row in month_rows],
         days=[Day(*row[:-1]) for row in reversed(day_rows)],
         conversations_as_of=day_rows[0][-1] if day_rows else None,
         lapsing_patients=list(Contact.objects.raw(LAPSING_SQL, [organization_id, ACTION_LIST_LENGTH])),

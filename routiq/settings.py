@@ -207,6 +207,34 @@ RQ = {"WORKER_CLASS": "routiq.worker.Worker"}
 RQ_HEARTBEAT_SECONDS = int(env("RQ_HEARTBEAT_SECONDS", "10"))
 RQ_HEARTBEAT_GRACE_SECONDS = int(env("RQ_HEARTBEAT_GRACE_SECONDS", "20"))
 
+# --- Cache (routiq/cache.py) ----------------------------------------------------------------------
+# Django's cache on Redis: organization and membership lookups of the sign-in middleware, dashboard figures,
+# Clerk's JWKS. Never patient rows or secrets. Its own Redis (or at least its own DB) is best: RQ's Redis must
+# not evict, a cache's should (allkeys-lru); every cache key has a TTL, so volatile-lru works on a shared one.
+CACHE_URL = env("CACHE_URL", REDIS_URL)
+CACHE_ENABLED = env_bool("CACHE_ENABLED", True)
+# Every key starts "<prefix>:<version>:"; bumping CACHE_KEY_VERSION on a deploy orphans every old value.
+CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", "routiq-cache")
+if not CACHE_KEY_PREFIX:
+    raise ImproperlyConfigured("CACHE_KEY_PREFIX must not be empty (it keeps cache keys apart from RQ's).")
+CACHE_KEY_VERSION = int(env("CACHE_KEY_VERSION", "1"))
+# A slow or unreachable Redis must not slow requests down: short socket timeouts, then the database.
+CACHE_SOCKET_TIMEOUT_SECONDS = float(env("CACHE_SOCKET_TIMEOUT_SECONDS", "0.25"))
+CACHE_IDENTITY_TTL_SECONDS = int(env("CACHE_IDENTITY_TTL_SECONDS", "60"))
+CACHE_DASHBOARD_TTL_SECONDS = int(env("CACHE_DASHBOARD_TTL_SECONDS", "300"))
+CACHE_JWKS_TTL_SECONDS = int(env("CACHE_JWKS_TTL_SECONDS", "900"))
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
+        "VERSION": CACHE_KEY_VERSION,
+        "TIMEOUT": CACHE_IDENTITY_TTL_SECONDS,
+        "OPTIONS": {"socket_connect_timeout": CACHE_SOCKET_TIMEOUT_SECONDS,
+                    "socket_timeout": CACHE_SOCKET_TIMEOUT_SECONDS},
+    }
+}
+
 # --- Logging --------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""What the Clerk sign-in middleware adds to a request, with the verification key cached.
+"""What the Clerk sign-in middleware adds to a request, with the verification key cached, with and without
+the Redis cache of its lookups (routiq/cache.py, tenants/cache.py).
 
     .venv/bin/python scripts/bench_auth.py [--requests 2000]
 
@@ -8,7 +9,10 @@ Each request goes through the session, authentication and Clerk middlewares to a
 response; the baseline is the same chain without the Clerk middleware. Printed: median and p95 of the whole
 chain for (a) a fresh Bearer token (RS256 verify + organization, user and membership lookups; stateless)
 and (b) a request riding on the Django session a cookie token opened (no token), and the difference to the
-baseline — the middleware's added time per request. Server time in-process, no network.
+baseline — the middleware's added time per request. Each is measured with CACHE_ENABLED off (every lookup
+from PostgreSQL) and on (organization and identity from Redis, warm); last, the dashboard page (its three
+figure queries cached, the action lists live) behind a Bearer token, off and on. Server time in-process;
+PostgreSQL and Redis on this machine (REDIS_URL or CACHE_URL; keys under the prefix routiq-bench-auth).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ def measure(count: int) -> list[tuple[str, list[float]]]:
     from django.http import HttpResponse
     from django.test import RequestFactory
 
+    from patients.views import home
+    from routiq import cache
     from tenants.clerk.authentication import verifier
     from tenants.clerk.dev_tokens import SigningKey, mint_session_token
     from tenants.clerk.middleware import ClerkOrganizationMiddleware
@@ -70,8 +76,8 @@ def measure(count: int) -> list[tuple[str, list[float]]]:
         # Touch the user, as any page does: the baseline then includes Django's own session and user load.
         return HttpResponse(b"yes" if request.user.is_authenticated else b"no")
 
-    def chain(with_clerk: bool):
-        handler = view
+    def chain(with_clerk: bool, page=view):
+        handler = page
         if with_clerk:
             handler = ClerkOrganizationMiddleware(handler)
         return PublicSchemaMiddleware(SessionMiddleware(AuthenticationMiddleware(handler)))
@@ -82,15 +88,13 @@ def measure(count: int) -> list[tuple[str, list[float]]]:
         return mint_session_token(key, user_id="user_bench", organization_id=organization.clerk_org_id,
                                   organization_role="admin", azp="http://testserver")
 
-    tokens = [token() for _ in range(count + 50)]
-    bearer = iter(tokens)
-    with_token = timed(chain(True), lambda: factory.get("/patients/", HTTP_AUTHORIZATION=f"Bearer {next(bearer)}"),
-                       count)
+    def bearer_request(path: str = "/patients/"):
+        return lambda: factory.get(path, HTTP_AUTHORIZATION=f"Bearer {token()}")
 
     # A session opened by a token in Clerk's __session cookie, then requests that carry only the session.
     first = factory.get("/patients/")
     first.COOKIES["__session"] = token()
-    response = chain(True)(first)
+    response = chain(True)(first)  # also creates the user and the membership, just in time
     cookie = response.cookies[settings.SESSION_COOKIE_NAME].value
 
     def with_cookie():
@@ -98,27 +102,37 @@ def measure(count: int) -> list[tuple[str, list[float]]]:
         request.COOKIES[settings.SESSION_COOKIE_NAME] = cookie
         return request
 
-    session_only = timed(chain(True), with_cookie, count)
-    baseline = timed(chain(False), with_cookie, count)
-    return [("baseline chain (no Clerk middleware)", baseline), ("fresh Bearer token", with_token),
-            ("session cookie only", session_only)]
+    results = [("baseline chain (no Clerk middleware)", timed(chain(False), with_cookie, count))]
+    for label, handler, make_request in (
+        ("fresh Bearer token", chain(True), bearer_request()),
+        ("session cookie only", chain(True), with_cookie),
+        ("dashboard page, Bearer token", chain(True, home), bearer_request("/")),
+    ):
+        for enabled in (False, True):
+            settings.CACHE_ENABLED = enabled
+            cache.clear()  # the membership's creation left an invalidation hold; the cache starts empty
+            results.append((f"{label}, cache {'on' if enabled else 'off'}", timed(handler, make_request, count)))
+    cache.clear()
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--database", default=DATABASE, help="scratch database name (dropped at the end)")
     args = parser.parse_args()
     admin_url = os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    owner_url = role_url(admin_url, *DEV_ROLES["owner"], DATABASE)
-    app_url = role_url(admin_url, *DEV_ROLES["app"], DATABASE)
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
+    owner_url = role_url(admin_url, *DEV_ROLES["owner"], args.database)
+    app_url = role_url(admin_url, *DEV_ROLES["app"], args.database)
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.database))
     admin_execute(admin_url, drop)
     env = {**os.environ, "LOG_LEVEL": "WARNING",
            "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
            "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
-           "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url}
+           "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url,
+           "CACHE_KEY_PREFIX": "routiq-bench-auth"}
     manage(env, "setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
-           "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], DATABASE), "--allow-test-databases")
+           "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], args.database), "--allow-test-databases")
     manage(env, "migrate_schemas", "--shared")
     os.environ.update(env)
     try:
@@ -132,7 +146,7 @@ def main() -> int:
     print(f"\n{args.requests} requests each, milliseconds (server time in-process):")
     for label, samples in results:
         median = statistics.median(samples)
-        print(f"  {label:<40} median {median:6.3f}  p95 {percentile(samples, 0.95):6.3f}  "
+        print(f"  {label:<42} median {median:6.3f}  p95 {percentile(samples, 0.95):6.3f}  "
               f"added {median - baseline:+6.3f}")
     print(f"\nCommand: {' '.join(sys.orig_argv)}")
     return 0

@@ -17,6 +17,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from billing.gating import billing_standing
+from tenants import cache as tenant_cache
 from tenants import services
 from tenants.credentials import REENTER_SECRET, credential_set, validate_credential_fields
 from tenants.models import (
@@ -86,6 +87,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # organizations are deactivated, never deleted
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Name, time zone, retention or is_active edited here: the sign-in middleware's copy must go.
+        tenant_cache.organization_forget(obj)
+
     @admin.display(description="billing standing")
     def billing_standing(self, organization):
         standing = billing_standing(organization)
@@ -127,6 +133,11 @@ class UserAdmin(DjangoUserAdmin):
     search_fields = ["username", "email", "first_name", "last_name", "clerk_user_id"]
     readonly_fields = ["clerk_user_id", "deleted_at", "last_login", "date_joined"]
     fieldsets = [*(DjangoUserAdmin.fieldsets or ()), ("Clerk", {"fields": ["clerk_user_id", "deleted_at"]})]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # is_active (or a name) edited here: every organization's cached identity of this user must go.
+        tenant_cache.user_forget(obj)
 
 
 @admin.register(OrganizationMember)

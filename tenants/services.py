@@ -12,6 +12,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from tenants import cache as tenant_cache
 from tenants.audit import audit_record
 from tenants.models import (
     EndedClerkSession,
@@ -79,6 +80,7 @@ def organization_rename(*, organization: Organization, name: str, actor: User | 
         before = organization.name
         organization.name = name
         organization.save(update_fields=["name", "updated_at"])
+        tenant_cache.organization_forget(organization)
         audit_record(action="organization.updated", organization=organization, actor=actor, actor_label=actor_label,
                      object_type="organization", object_id=organization.pk, changes={"name": [before, name]})
 
@@ -93,6 +95,7 @@ def organization_deactivate(*, organization: Organization, actor: User | None = 
                      actor_label=actor_label, object_type="organization", object_id=organization.pk)
         organization.is_active = False
         organization.save(update_fields=["is_active", "updated_at"])
+        tenant_cache.organization_forget(organization)
 
 
 def user_upsert_from_clerk(
@@ -107,6 +110,7 @@ def user_upsert_from_clerk(
     if not only_if_missing and (user.email, user.first_name, user.last_name) != (email, first_name, last_name):
         user.email, user.first_name, user.last_name = email, first_name, last_name
         user.save(update_fields=["email", "first_name", "last_name", "updated_at"])
+        tenant_cache.user_forget(user)
     return user
 
 
@@ -116,6 +120,7 @@ def user_delete(*, user: User, actor_label: str = "") -> None:
     with transaction.atomic(using=write_alias()):
         user.deleted_at, user.is_active = now, False
         user.save(update_fields=["deleted_at", "is_active", "updated_at"])
+        tenant_cache.user_forget(user)
         # Which clinics the user belongs to is a cross-organization question: the platform door answers it.
         with platform_access("user deleted: end memberships"):
             organizations = list(Organization.objects.filter(members__user=user, is_active=True).distinct())
@@ -151,6 +156,7 @@ def membership_upsert(
         if before != after or membership.clerk_role != clerk_role:
             membership.clerk_role = clerk_role
             membership.save()
+            tenant_cache.identity_forget(organization.pk, user)
         if before != after:
             audit_record(
                 action="membership.created" if before is None else "membership.updated", organization=organization,
@@ -167,6 +173,7 @@ def membership_remove(
     with transaction.atomic(using=write_alias()):
         membership.status, membership.removed_at = MembershipStatus.REMOVED, when
         membership.save(update_fields=["status", "removed_at", "updated_at"])
+        tenant_cache.identity_forget(membership.organization_id, membership.user)
         audit_record(
             action="membership.removed", organization=membership.organization, actor=actor, actor_label=actor_label,
             object_type="membership", object_id=membership.pk,
@@ -211,6 +218,7 @@ def user_ban_set(*, user: User, banned: bool, actor_label: str = "") -> None:
     with transaction.atomic(using=write_alias()):
         user.is_active = active
         user.save(update_fields=["is_active", "updated_at"])
+        tenant_cache.user_forget(user)
         with platform_access("user banned or unbanned: audit per organization"):
             organizations = list(Organization.objects.filter(members__user=user, is_active=True).distinct())
         for organization in organizations:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from tenants import cache as tenant_cache
 from tenants import services
 from tenants.clerk.tokens import ClerkTokenVerifier, SessionClaims
 from tenants.models import MembershipStatus, Organization, OrganizationMember, OrganizationRole, User
@@ -53,6 +54,7 @@ def verifier() -> ClerkTokenVerifier:
             authorized_parties=settings.CLERK_AUTHORIZED_PARTIES,
             leeway_seconds=settings.CLERK_LEEWAY_SECONDS,
             jwks_refetch_interval_seconds=settings.CLERK_JWKS_REFETCH_SECONDS,
+            jwks_store=tenant_cache.SharedJwks(settings.CLERK_JWKS_URL) if settings.CLERK_JWKS_URL else None,
         )
     if settings.DEV_SIGN_IN_ENABLED:
         from tenants.clerk.dev_sign_in import dev_signing_key
@@ -66,8 +68,8 @@ def verifier() -> ClerkTokenVerifier:
 def active_organization(*, clerk_org_id: str | None = None, pk: str | None = None) -> Organization:
     if not clerk_org_id and not pk:
         raise AccessDenied("No active organization: choose one in Clerk.")
-    lookup = {"clerk_org_id": clerk_org_id} if clerk_org_id else {"pk": pk}
-    organization = Organization.objects.filter(**lookup).first()
+    # Cached (tenants/cache.py); deactivation forgets it, so an inactive organization is refused at once.
+    organization = tenant_cache.organization_get(clerk_org_id=clerk_org_id, pk=pk)
     if organization is None or not organization.is_active:
         raise AccessDenied("This organization does not exist or is not active.")
     return organization
@@ -75,6 +77,9 @@ def active_organization(*, clerk_org_id: str | None = None, pk: str | None = Non
 
 def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
     organization = active_organization(clerk_org_id=claims.organization_id)
+    cached = tenant_cache.identity_get(organization, claims.user_id)
+    if cached is not None and token_agrees(cached.membership, claims):
+        return PortalIdentity(user=cached.user, organization=organization, membership=cached.membership)
     # get_or_create: a new user's first requests often arrive together.
     user, created = User.objects.get_or_create(clerk_user_id=claims.user_id, defaults={"username": claims.user_id})
     if created:
@@ -83,7 +88,20 @@ def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
         raise AccessDenied("This user has been removed.")
     with bind_organization(organization):
         membership = membership_from_claims(organization, user, claims)
+    tenant_cache.identity_store(organization, user, membership)
     return PortalIdentity(user=user, organization=organization, membership=membership)
+
+
+def token_agrees(membership: OrganizationMember, claims: SessionClaims) -> bool:
+    """The active membership stands as it is for this token: a role change recorded after the token was issued
+    wins, else the token's role is the one held. Otherwise membership_from_claims writes (through the database,
+    never from a cached membership)."""
+    if membership.status != MembershipStatus.ACTIVE:
+        return False
+    if membership.role_changed_at is not None and claims.issued_at <= membership.role_changed_at:
+        return True
+    return (membership.role, membership.clerk_role) == (portal_role(claims.organization_role),
+                                                        claims.organization_role or "")
 
 
 def membership_from_claims(organization: Organization, user: User, claims: SessionClaims) -> OrganizationMember:
@@ -97,11 +115,8 @@ def membership_from_claims(organization: Organization, user: User, claims: Sessi
     if membership is not None and membership.status == MembershipStatus.REMOVED:
         if membership.removed_at is None or claims.issued_at <= membership.removed_at:
             raise AccessDenied("This membership has been removed.")
-    elif membership is not None:
-        if membership.role_changed_at is not None and claims.issued_at <= membership.role_changed_at:
-            return membership
-        if (membership.role, membership.clerk_role) == (role, clerk_role):
-            return membership
+    elif membership is not None and token_agrees(membership, claims):
+        return membership
     if membership is None:
         logger.info("membership created just in time organization_id=%s user=%s", organization.pk, user.pk)
     return services.membership_upsert(
@@ -115,12 +130,17 @@ def identity_from_session(user: User, organization_pk: str) -> PortalIdentity:
     if not user.is_authenticated or user.deleted_at or not user.is_active:
         raise AccessDenied("This user has been removed.")
     organization = active_organization(pk=organization_pk)
+    cached = tenant_cache.identity_get(organization, user.clerk_user_id)
+    if cached is not None and cached.membership.user_id == user.pk:
+        cached.membership.user = user
+        return PortalIdentity(user=user, organization=organization, membership=cached.membership)
     with bind_organization(organization):
         membership = OrganizationMember.objects.filter(
             organization=organization, user=user, status=MembershipStatus.ACTIVE
         ).first()
     if membership is None:
         raise AccessDenied("This membership has been removed.")
+    tenant_cache.identity_store(organization, user, membership)
     return PortalIdentity(user=user, organization=organization, membership=membership)
 
 

@@ -3,7 +3,8 @@
 The token comes from the ``__session`` cookie or an ``Authorization: Bearer``
 header. It is an RS256 JWT that lives about 60 seconds, so it is verified
 locally against either a PEM public key (``CLERK_JWT_KEY``) or a JWKS document
-(``CLERK_JWKS_URL``) that is fetched once and cached by ``kid``.
+(``CLERK_JWKS_URL``) that is fetched once and cached by ``kid``, in the process and, given a
+``jwks_store``, in a store every process shares (a new worker asks it before Clerk).
 
 No Django imports: configuration is passed in so this stays a plain, testable
 module; the middleware owns reading settings and turning ``TokenError`` into
@@ -19,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 import requests
@@ -40,6 +41,14 @@ _DECODE_OPTIONS: Options = {
     "verify_iss": False,
 }
 _ORG_ROLE_PREFIX = "org:"
+
+
+class JwksStore(Protocol):
+    """Where processes share the JWKS document (public keys only). Both calls must not raise."""
+
+    def get(self) -> Any: ...
+
+    def put(self, document: Any) -> None: ...
 
 
 class TokenError(Exception):
@@ -92,6 +101,7 @@ class ClerkTokenVerifier:
         leeway_seconds: int = 5,
         jwks_refetch_interval_seconds: float = 300,
         http_timeout_seconds: float = 3,
+        jwks_store: JwksStore | None = None,
     ) -> None:
         if isinstance(authorized_parties, str):
             # A bare string would silently become a set of characters.
@@ -105,6 +115,7 @@ class ClerkTokenVerifier:
         self._jwks_url = jwks_url
         self._refetch_interval = jwks_refetch_interval_seconds
         self._http_timeout = http_timeout_seconds
+        self._jwks_store = jwks_store
 
         # Parsed once here: loading a PEM costs far more than a verification.
         self._static_key = _load_pem(jwt_key_pem) if jwt_key_pem else None
@@ -214,6 +225,11 @@ class ClerkTokenVerifier:
 
     def _refresh_for(self, kid: str) -> RSAPublicKey:
         with self._lock:
+            # Another process may have fetched the document already (a rotation, or this worker is new).
+            shared = _parse_jwks(self._jwks_store.get()) if self._jwks_store is not None else {}
+            if kid in shared:
+                self._jwks_keys = shared
+                return shared[kid]
             now = time.monotonic()
             due = self._last_fetch_at is None or now - self._last_fetch_at >= self._refetch_interval
             if due:
@@ -243,6 +259,8 @@ class ClerkTokenVerifier:
         if not keys:
             # Keep the previous cache rather than wiping it on a bad document.
             raise TokenError("jwks-unavailable", "JWKS has no usable RS256 keys")
+        if self._jwks_store is not None:
+            self._jwks_store.put(document)
         return keys
 
 

@@ -29,3 +29,6 @@ class Command(BaseCommand):
         except BackupError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"Restored {dump} into database {into}"))
+        # The cache holds the old database's answers (memberships, figures) for up to their TTLs.
+        self.stdout.write("When pointing the processes at it, bump CACHE_KEY_VERSION so no cached answer outlives "
+                          "the switch.")

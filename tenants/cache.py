@@ -1,0 +1,150 @@
+"""The sign-in middleware's lookups, cached (routiq/cache.py): the organization, and a member's identity in it.
+
+What is kept, per key:
+
+- ``org:<id>:…:organization`` — the organization's row without its webhook token (a secret);
+- ``lookup:…:clerk-org:<clerk org id>`` — that organization's id only. The row is then read from its own key
+  and must carry the Clerk id asked for, else the database answers (so a stale mapping is harmless);
+- ``org:<id>:…:identity:<clerk user id>`` — that user's row (without the password hash) and their *active*
+  membership of that organization. Only the "let in" answer is cached: removals, demotions, deleted and banned
+  users always go to the database (tenants.clerk.authentication), and the services that change any of these
+  forget the key (organization_forget, identity_forget, user_forget).
+
+Values are rebuilt as model instances with ``from_db``; fields left out (secrets) load on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
+
+from routiq import cache
+from tenants.models import MembershipStatus, Organization, OrganizationMember, User
+from tenants.rls.binding import bound_organization_id, platform_access, write_alias
+
+# Secrets stay out of the cache; they load from the database when something reads them.
+NOT_CACHED = {Organization: {"webhook_token"}, User: {"password"}, OrganizationMember: set()}
+
+
+def _fields(model) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields if f.attname not in NOT_CACHED[model]]
+
+
+def _values(model, instance) -> dict:
+    # The model is named: request.user is a lazy wrapper whose type is not the model.
+    return {name: getattr(instance, name) for name in _fields(model)}
+
+
+def _instance(model, values: dict):
+    # from_db wants the values in the model's field order; missing fields are left deferred.
+    names = [name for name in _fields(model) if name in values]
+    return model.from_db(DEFAULT_DB_ALIAS, names, [values[name] for name in names])
+
+
+def clerk_organization_key(clerk_org_id: str) -> str:
+    return cache.lookup_key("clerk-org", clerk_org_id)
+
+
+def organization_key(organization_id) -> str:
+    return cache.org_key(organization_id, "organization")
+
+
+def identity_key(organization_id, clerk_user_id: str) -> str:
+    return cache.org_key(organization_id, "identity", clerk_user_id)
+
+
+# --- organizations ---------------------------------------------------------------------------------------
+
+def organization_get(*, clerk_org_id: str | None = None, pk=None) -> Organization | None:
+    """The *active* organization by Clerk id or by id, from the cache or the database; None if none is."""
+    organization_id = pk or (cache.get(clerk_organization_key(clerk_org_id)) if clerk_org_id else None)
+    if organization_id:
+        values = cache.get(organization_key(organization_id))
+        if values is not None and (clerk_org_id is None or values["clerk_org_id"] == clerk_org_id):
+            return _instance(Organization, values)
+    lookup = {"clerk_org_id": clerk_org_id} if clerk_org_id else {"pk": pk}
+    organization = Organization.objects.filter(**lookup).first()
+    if organization is None or not organization.is_active:
+        return None
+    ttl = settings.CACHE_IDENTITY_TTL_SECONDS
+    cache.add(organization_key(organization.pk), _values(Organization, organization), ttl)
+    cache.add(clerk_organization_key(organization.clerk_org_id), str(organization.pk), ttl)
+    return organization
+
+
+def organization_forget(organization: Organization) -> None:
+    """After any change to the organization's row (rename, deactivation, billing state, admin edits)."""
+    cache.forget(organization_key(organization.pk), clerk_organization_key(organization.clerk_org_id),
+                 using=write_alias())
+
+
+# --- identities -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CachedIdentity:
+    user: User
+    membership: OrganizationMember
+
+
+def identity_get(organization: Organization, clerk_user_id: str | None) -> CachedIdentity | None:
+    if not clerk_user_id:
+        return None
+    entry = cache.get(identity_key(organization.pk, clerk_user_id))
+    if entry is None:
+        return None
+    user, membership = _instance(User, entry["user"]), _instance(OrganizationMember, entry["membership"])
+    if (user.clerk_user_id != clerk_user_id or membership.organization_id != organization.pk
+            or not user.is_active or user.deleted_at is not None or membership.status != MembershipStatus.ACTIVE):
+        return None
+    membership.organization, membership.user = organization, user
+    return CachedIdentity(user=user, membership=membership)
+
+
+def identity_store(organization: Organization, user: User, membership: OrganizationMember) -> None:
+    """Cache a "let in" answer: an active user with an active membership of this organization."""
+    if (not user.clerk_user_id or not user.is_active or user.deleted_at is not None
+            or membership.status != MembershipStatus.ACTIVE or membership.organization_id != organization.pk
+            or membership.user_id != user.pk):
+        return
+    entry = {"user": _values(User, user), "membership": _values(OrganizationMember, membership)}
+    cache.add(identity_key(organization.pk, user.clerk_user_id), entry, settings.CACHE_IDENTITY_TTL_SECONDS)
+
+
+def identity_forget(organization_id, user: User) -> None:
+    """After a change to the user's membership of that organization (role, status, removal)."""
+    if user.clerk_user_id:
+        cache.forget(identity_key(organization_id, user.clerk_user_id), using=write_alias())
+
+
+def user_forget(user: User) -> None:
+    """After a change to the user's own row (deleted, banned, renamed, edited by an admin): every organization
+    it has a membership row in (any status) may hold a copy."""
+    if not user.clerk_user_id:
+        return
+    if bound_organization_id() is not None:
+        # Bound, the membership query below would see one organization's rows only (RLS).
+        raise RuntimeError("user_forget must run with no organization bound")
+    with platform_access("user changed: forget its cached identities"):
+        organization_ids = list(OrganizationMember.objects.filter(user=user).values_list("organization_id",
+                                                                                         flat=True))
+    cache.forget(*(identity_key(organization_id, user.clerk_user_id) for organization_id in organization_ids),
+                 using=write_alias())
+
+
+# --- public values ----------------------------------------------------------------------------------------
+
+class SharedJwks:
+    """Clerk's JWKS document (public keys: no organization's data), shared by every process through the cache,
+    so a new worker or one meeting a rotated key asks Redis before it asks Clerk (tenants.clerk.tokens)."""
+
+    def __init__(self, jwks_url: str) -> None:
+        self.key = cache.public_key("clerk-jwks", hashlib.sha256(jwks_url.encode()).hexdigest()[:16])
+
+    def get(self):
+        return cache.get(self.key)
+
+    def put(self, document) -> None:
+        cache.replace(self.key, document, settings.CACHE_JWKS_TTL_SECONDS)
