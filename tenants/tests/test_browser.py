@@ -94,6 +94,8 @@ def test_an_admin_connects_chatwoot_syncs_now_and_replies_in_a_thread(chatwoot, 
     (thread,) = chatwoot.all_conversations()
     (sent,) = [m for m in chatwoot.messages_of(thread["id"]) if m["message_type"] == 1]
     assert sent["content"] == "Thursday 10:30 is free, shall I book it?"
+    page.get_by_role("link", name="contacts waiting to be matched").click()  # a lead's thread offers it to admins
+    expect(page.get_by_role("heading", level=1)).to_have_text("Contacts waiting to be matched")
     assert errors == [], errors
 
 
