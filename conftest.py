@@ -20,7 +20,7 @@ from django.test import TransactionTestCase
 from tenants.rls.binding import PLATFORM_ALIAS
 from tenants.rls.roles import grant_app_privileges, grant_platform_privileges
 
-pytest_plugins = ["routiq.testing.clerk_fixtures"]
+pytest_plugins = ["routiq.testing.clerk_fixtures", "routiq.testing.browser_pages"]
 
 ORGANIZATIONS: dict[str, dict[str, Any]] = {
     "a": {"name": "Harbour Physio", "clerk_org_id": "org_test_harbour"},

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from routiq.testing.browser_portal import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_MISSING,
-    console_errors,
-    served_portal,
-    sign_in,
-)
+from routiq.testing.browser_portal import console_errors, served_portal, sign_in
 from routiq.testing.stripe_stub import StripeStub
 
 KEY, WEBHOOK_SECRET = "sk_test_browser", "whsec_browser"
@@ -38,18 +30,16 @@ print(json.dumps({"organization": org.name}))
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
-def test_subscribe_in_a_browser_then_a_failed_renewal_shows_the_banner(tmp_path):
+def test_subscribe_in_a_browser_then_a_failed_renewal_shows_the_banner(tmp_path, open_page):
     # Its objects stay committed in the test database: ids of their own keep them from meeting later tests'.
     with StripeStub(secret_key=KEY, prices=PRICES, webhook_secret=WEBHOOK_SECRET, wall_clock=True,
                     id_namespace=f"browser{uuid.uuid4().hex[:8]}") as stripe_server:
         server_settings = {"STRIPE_SECRET_KEY": KEY, "STRIPE_API_URL": stripe_server.base_url,
                            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "BILLING_GRACE_DAYS": "0",
                            "WEBHOOK_RATE_LIMIT_PER_MINUTE": "10000"}
-        with served_portal(SEED, tmp_path, server_settings) as portal, sync_playwright() as playwright:
+        with served_portal(SEED, tmp_path, server_settings) as portal:
             stripe_server.webhook_url = f"{portal.base}/webhooks/stripe/"
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page()
+            page = open_page(portal)
             errors = console_errors(page)
             sign_in(page, portal.base, portal.facts["organization"])
 
@@ -61,7 +51,6 @@ def test_subscribe_in_a_browser_then_a_failed_renewal_shows_the_banner(tmp_path)
             expect(page).to_have_url(f"{portal.base}/billing/?checkout=success")
             page.reload()
             expect(page.get_by_test_id("billing-status")).to_have_text("Active")
-            page.screenshot(path=str(tmp_path / "billing-active.png"), full_page=True)
 
             (subscription,) = stripe_server.subscriptions_of(stripe_server.checkout_session(session_id)["customer"])
             subscription_id = subscription["id"]
@@ -71,6 +60,6 @@ def test_subscribe_in_a_browser_then_a_failed_renewal_shows_the_banner(tmp_path)
             banner = page.locator(".billing-banner")
             expect(banner).to_contain_text("The last payment failed.")
             expect(banner).to_contain_text("Syncs are paused")
-            page.screenshot(path=str(tmp_path / "billing-banner.png"), full_page=True)
-            browser.close()
+            page.get_by_role("link", name="Update billing").click()
+            expect(banner).to_contain_text("The last payment failed.")  # on the billing page too
             assert errors == [], errors

@@ -11,20 +11,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from routiq.testing.browser_portal import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_MISSING,
-    ROOT,
-    console_errors,
-    served_portal,
-    sign_in,
-)
+from routiq.testing.browser_portal import ROOT, console_errors, served_portal, sign_in
 
 SEED = """
 import json, sys, django
@@ -88,24 +79,13 @@ def inbox_contacts(page):
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
-def test_messaging_pages_in_a_browser(portal):
-    base, facts, env, log = portal.base, portal.facts, portal.env, portal.log
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            with_javascript(browser, base, facts, env)
-            without_javascript(browser, base, facts)
-        except BaseException:
-            print(f"--- portal output ---\n{log.read_text()}")
-            raise
-        finally:
-            browser.close()
+def test_messaging_pages_in_a_browser(portal, open_page):
+    with_javascript(open_page(portal), portal)
+    without_javascript(open_page(portal, java_script_enabled=False), portal)
 
 
-def with_javascript(browser, base: str, facts: dict, env: dict) -> None:
-    page = browser.new_page()
-    page.set_default_timeout(10_000)
+def with_javascript(page, portal) -> None:
+    base, facts = portal.base, portal.facts
     errors = console_errors(page)
     sign_in(page, base, facts["organization"])
     page.get_by_role("link", name="Inbox").click()
@@ -120,7 +100,7 @@ def with_javascript(browser, base: str, facts: dict, env: dict) -> None:
     expect(inbox_contacts(page)).to_have_text(["Grace Hopper", "Lena Lead"])
 
     # Live refresh: a conversation that arrives now shows up by the next poll (every 15 s), in place.
-    late = subprocess.run([sys.executable, "-c", LATE_CONVERSATION, facts["clerk_org_id"]], env=env, cwd=ROOT,
+    late = subprocess.run([sys.executable, "-c", LATE_CONVERSATION, facts["clerk_org_id"]], env=portal.env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert late.returncode == 0, late.stderr
     expect(inbox_contacts(page)).to_have_text(["Unknown contact", "Grace Hopper", "Lena Lead"], timeout=25_000)
@@ -142,12 +122,10 @@ def with_javascript(browser, base: str, facts: dict, env: dict) -> None:
     expect(page.get_by_role("link", name="Older entries")).to_have_count(0)
     assert page.evaluate("window.__noReload") is True, "Older entries reloaded the page"
     assert errors == [], errors
-    page.context.close()
 
 
-def without_javascript(browser, base: str, facts: dict) -> None:
-    page = browser.new_context(java_script_enabled=False).new_page()
-    page.set_default_timeout(10_000)
+def without_javascript(page, portal) -> None:
+    base, facts = portal.base, portal.facts
     sign_in(page, base, facts["organization"])
     page.goto(f"{base}/conversations/")
     page.get_by_label("Contact").select_option("lead")
@@ -166,4 +144,3 @@ def without_javascript(browser, base: str, facts: dict) -> None:
     expect(page.locator("ol.timeline li.entry")).to_have_count(12)
     page.get_by_role("link", name="Messages").click()
     expect(page.locator("ol.timeline li.entry")).to_have_count(1)  # the note is under "Private notes"
-    page.context.close()

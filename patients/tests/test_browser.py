@@ -1,5 +1,5 @@
-"""End to end in a real browser: dev sign-in, the patient list, htmx search, a patient, another clinic's 404,
-and the same list with JavaScript off.
+"""End to end in a real browser: the sign-in page and the dev sign-in, the patient list, htmx search, the CSV
+export of that search, a patient, another clinic's 404, and the same list with JavaScript off.
 
 The portal runs as its own process, as `make run` serves it (routiq/testing/browser_portal.py): committed data
 from a subprocess, runserver with the DEBUG dev sign-in, as the app role.
@@ -7,25 +7,20 @@ from a subprocess, runserver with the DEBUG dev sign-in, as the app role.
 
 from __future__ import annotations
 
+import csv
 import re
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from routiq.testing.browser_portal import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_MISSING,
-    console_errors,
-    served_portal,
-    sign_in,
-)
+from routiq.testing.browser_portal import console_errors, served_portal, sign_in
 
 SEED = """
 import json, sys, django
+from datetime import timedelta
 django.setup()
-from patients.models import Contact
+from django.utils import timezone
+from patients.models import Appointment, Contact
 from tenants.rls.binding import bind_organization
 from tenants.services import membership_upsert, organization_create, user_upsert_from_clerk
 run = sys.argv[1]
@@ -35,7 +30,15 @@ def clinic(label, people):
         ids = [Contact.objects.create(organization=org, first_name=f, last_name=l, email=f"{f}@example.com").pk
                for f, l in people]
     return org, ids
-org, _ = clinic("Home", [("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing")])
+org, (_, grace, _) = clinic("Home", [("Ada", "Lovelace"), ("Grace", "Hopper"), ("Alan", "Turing")])
+with bind_organization(org):  # her timeline: one of each kind of appointment
+    now = timezone.now()
+    Appointment.objects.bulk_create([
+        Appointment(organization=org, contact_id=grace, cliniko_appointment_id=1, starts_at=now - timedelta(days=9)),
+        Appointment(organization=org, contact_id=grace, cliniko_appointment_id=2, starts_at=now - timedelta(days=6),
+                    cancelled_at=now - timedelta(days=7)),
+        Appointment(organization=org, contact_id=grace, cliniko_appointment_id=3, starts_at=now - timedelta(days=3),
+                    did_not_arrive=True)])
 user = user_upsert_from_clerk(clerk_user_id=f"user_browser_{run}", first_name="Robin", last_name="Browser")
 membership_upsert(organization=org, user=user, role="member")
 _, (other,) = clinic("Other", [("Mallory", "Intruder")])
@@ -56,24 +59,13 @@ def patient_names(page):
 # The mark makes pytest-django create the test database even when this test runs alone; the test's own
 # transaction is unused (the data is committed by the subprocesses).
 @pytest.mark.django_db
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
-def test_clinic_thin_slice_in_a_browser(portal):
-    base, facts, log = portal.base, portal.facts, portal.log
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            drive(browser, base, facts)
-        except BaseException:
-            print(f"--- portal output ---\n{log.read_text()}")  # pytest shows it with the failure
-            raise
-        finally:
-            browser.close()
-
-
-def drive(browser, base: str, facts: dict) -> None:
-    page = browser.new_page()
-    page.set_default_timeout(10_000)
+def test_clinic_thin_slice_in_a_browser(portal, open_page):
+    base, facts = portal.base, portal.facts
+    page = open_page(portal)
     errors = console_errors(page)
+    page.goto(f"{base}/patients/")  # signed out: the sign-in page, then the dev sign-in it offers
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    page.get_by_role("link", name="Development sign-in").click()
     sign_in(page, base, facts["organization"])
     expect(patient_names(page)).to_have_text(["Hopper, Grace", "Lovelace, Ada", "Turing, Alan"])
 
@@ -84,21 +76,27 @@ def drive(browser, base: str, facts: dict) -> None:
     expect(page).to_have_url(re.compile(r"/patients/\?.*q=hop"))  # hx-push-url
     assert page.evaluate("window.__noReload") is True, "the search reloaded the page"
 
+    # The export is of what the list shows: the search typed a moment ago, not the list as first loaded.
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export CSV").click()
+    assert re.fullmatch(r"patients-\d{8}-\d{4}\.csv", download.value.suggested_filename)
+    with open(download.value.path(), newline="", encoding="utf-8") as exported:
+        rows = list(csv.reader(exported))
+    assert [row[:3] for row in rows] == [["first_name", "last_name", "email"], ["Grace", "Hopper", "Grace@example.com"]]
+
     page.get_by_role("link", name="Hopper, Grace").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Grace Hopper")
+    expect(page.locator("ol.timeline li.entry .badge")).to_have_text(["No-show", "Cancelled", "Attended"])
     assert errors == [], errors  # checked before the 404: DEBUG's 404 page has an inline style CSP blocks
 
     response = page.goto(f"{base}/patients/{facts['other_patient']}/")
     assert response.status == 404
     assert "Mallory" not in page.content() and "Intruder" not in page.content()
-    page.context.close()
 
     # Without JavaScript the search form is a plain GET form (Enter submits it).
-    page = browser.new_context(java_script_enabled=False).new_page()
-    page.set_default_timeout(10_000)
+    page = open_page(portal, java_script_enabled=False)
     sign_in(page, base, facts["organization"])
     page.fill("#search", "love")
     page.press("#search", "Enter")
     expect(page).to_have_url(re.compile(r"/patients/\?.*q=love"))
     expect(patient_names(page)).to_have_text(["Lovelace, Ada"])
-    page.context.close()

@@ -1,22 +1,12 @@
 """The dashboard in a real browser under the portal's Content-Security-Policy: figures, the SVG charts with
-their tables, and a link that leads to the filtered patient list. A screenshot is kept beside the test's
-temporary files."""
+their tables, and a link that leads to the filtered patient list."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from routiq.testing.browser_portal import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CHROMIUM_MISSING,
-    console_errors,
-    served_portal,
-    sign_in,
-)
+from routiq.testing.browser_portal import console_errors, served_portal, sign_in
 
 SEED = """
 import json, sys, django
@@ -46,11 +36,9 @@ print(json.dumps({"organization": org.name}))
 
 
 @pytest.mark.django_db
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=CHROMIUM_MISSING)
-def test_the_dashboard_in_a_browser(tmp_path):
-    with served_portal(SEED, tmp_path) as portal, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
+def test_the_dashboard_in_a_browser(tmp_path, open_page):
+    with served_portal(SEED, tmp_path) as portal:
+        page = open_page(portal)
         errors = console_errors(page)
         sign_in(page, portal.base, portal.facts["organization"])
 
@@ -60,10 +48,8 @@ def test_the_dashboard_in_a_browser(tmp_path):
         assert page.locator("svg").count() >= 3
         assert page.locator("table").count() >= 3  # each chart's figures as a table
         expect(page.get_by_text("Patients", exact=True).first).to_be_visible()
-        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
         page.get_by_role("link", name="All active patients with nothing booked »").click()
         expect(page).to_have_url(f"{portal.base}/patients/?status=lapsing&sort=last_seen")
         expect(page.locator("#results")).to_contain_text("Dashboardson")
-        browser.close()
         assert errors == [], errors

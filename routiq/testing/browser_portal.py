@@ -39,6 +39,7 @@ class Portal:
     facts: dict  # what the seed script printed (its last line, JSON)
     env: dict[str, str]  # the owner-role environment the seed ran with, for more committed data mid-test
     log: Path
+    server_env: dict[str, str]  # the portal's own (the app role), for a worker beside it
 
 
 def free_port() -> int:
@@ -88,7 +89,7 @@ def served_portal(seed_script: str, tmp_path: Path, server_settings: dict[str, s
                         break
             except OSError:
                 time.sleep(0.2)
-        yield Portal(base, facts, env, log)
+        yield Portal(base, facts, env, log, server_env)
     finally:
         server.terminate()
         try:
@@ -98,10 +99,19 @@ def served_portal(seed_script: str, tmp_path: Path, server_settings: dict[str, s
             server.wait()
 
 
-def sign_in(page, base: str, organization: str) -> None:
-    """The dev sign-in's plain POST form (works with JavaScript off too), as the seeded Robin Browser."""
-    page.goto(f"{base}/dev/sign-in/")
-    row = page.locator("tr", has_text=organization).filter(has_text="Robin Browser")
+def run_jobs(portal: Portal, *queues: str) -> None:
+    """Run what the portal queued on ``queues`` to the end, as `make run`'s worker would (the app role, the
+    portal's settings), then return."""
+    worker = subprocess.run([sys.executable, "manage.py", "rqworker", *queues, "--burst"], env=portal.server_env,
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+
+
+def sign_in(page, base: str, organization: str, user: str = "Robin Browser") -> None:
+    """The dev sign-in's plain POST form (works with JavaScript off too), as the seeded ``user``."""
+    if not page.url.startswith(f"{base}/dev/sign-in/"):
+        page.goto(f"{base}/dev/sign-in/")
+    row = page.locator("tr", has_text=organization).filter(has_text=user)
     row.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{base}/patients/")
 
