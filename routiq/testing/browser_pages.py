@@ -28,11 +28,12 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connections
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, sync_playwright
 
 from routiq.testing.browser_portal import CHROMIUM, CHROMIUM_ARGS, CHROMIUM_MISSING, ROOT, Portal
 
@@ -137,14 +138,18 @@ class WatchedPage(Page):
 
 
 def watch(page: Page, looks: Looks, *, check: bool) -> WatchedPage:
-    page._looks, page._check, page._look_pending, page._looking = looks, check, False, False
+    page.__dict__.update(_looks=looks, _check=check, _look_pending=False, _looking=False)
+
     # At commit, not at load: a test may act on a page before its load event has come. Same-document
     # navigations count too (htmx's hx-push-url): the swapped page is looked at as well. The handler must not
     # touch the page's public attributes (that would make the look in the handler).
-    page.on("framenavigated", lambda frame: frame.parent_frame is None
-            and page.__dict__.__setitem__("_look_pending", True))
+    def navigated(frame: Frame) -> None:
+        if frame.parent_frame is None:
+            page.__dict__["_look_pending"] = True
+
+    page.on("framenavigated", navigated)
     page.__class__ = WatchedPage
-    return page
+    return cast(WatchedPage, page)
 
 
 def look(page: WatchedPage) -> None:
@@ -178,7 +183,7 @@ def open_page(browser, request) -> Iterator:
         looked_at_last_load = not page.__dict__["_look_pending"]
         if page.is_closed():  # (this call makes the look at a last load the test did not touch the page after)
             continue
-        if looked_at_last_load:  # the page as the test left it, e.g. after an htmx swap or a failure
+        if looked_at_last_load and looks is not None:  # the page as the test left it, e.g. after an htmx swap or a failure
             looks.look(page, check=False)
         page.context.close()
     if looks is not None:
