@@ -82,6 +82,11 @@ if env("DATABASE_PLATFORM_URL"):
     )
     DATABASES["platform"]["ENGINE"] = "tenants.rls.pgbackend"
     DATABASES["platform"]["TEST"] = {"MIRROR": "default"}  # never a test database of its own
+# PgBouncer in session pooling only: the organization is bound per database session (tenants/rls/pooler.py).
+# With "pgbouncer-session" every start (manage.py commands, gunicorn's on_starting) reads the pool mode from
+# PgBouncer's admin console and refuses transaction or statement pooling.
+DATABASE_POOLER = env("DATABASE_POOLER", "none")
+DATABASE_PGBOUNCER_ADMIN_URL = env("DATABASE_PGBOUNCER_ADMIN_URL")
 DATABASE_ROUTERS = ("tenants.rls.router.PlatformAccessRouter", "django_tenants.routers.TenantSyncRouter")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
