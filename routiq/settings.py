@@ -87,6 +87,16 @@ if env("DATABASE_PLATFORM_URL"):
 # PgBouncer's admin console and refuses transaction or statement pooling.
 DATABASE_POOLER = env("DATABASE_POOLER", "none")
 DATABASE_PGBOUNCER_ADMIN_URL = env("DATABASE_PGBOUNCER_ADMIN_URL")
+# scripts/loadtest.py's comparison view (routiq/loadtest.py): never on in production.
+ROUTIQ_LOADTEST_BARE_VIEW = env_bool("ROUTIQ_LOADTEST_BARE_VIEW", False)
+ROUTIQ_LOADTEST_BARE_ORGANIZATION = env("ROUTIQ_LOADTEST_BARE_ORGANIZATION")
+if ROUTIQ_LOADTEST_BARE_VIEW:
+    from routiq.loadtest import BARE_ALIAS, bare_database
+
+    DATABASES[BARE_ALIAS] = bare_database(
+        env("ROUTIQ_LOADTEST_BARE_DATABASE_URL"), schema=env("ROUTIQ_LOADTEST_BARE_SCHEMA"),
+        organization_id=ROUTIQ_LOADTEST_BARE_ORGANIZATION, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"],
+    )
 DATABASE_ROUTERS = ("tenants.rls.router.PlatformAccessRouter", "django_tenants.routers.TenantSyncRouter")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
