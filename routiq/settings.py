@@ -87,6 +87,9 @@ if env("DATABASE_PLATFORM_URL"):
 # PgBouncer's admin console and refuses transaction or statement pooling.
 DATABASE_POOLER = env("DATABASE_POOLER", "none")
 DATABASE_PGBOUNCER_ADMIN_URL = env("DATABASE_PGBOUNCER_ADMIN_URL")
+# A backend caches the catalog of every schema it touches: a persistent connection is closed at the end of the
+# request in which it has touched this many schemas (0: no limit). README, Connection pooling.
+DATABASE_MAX_SCHEMAS_PER_CONNECTION = int(env("DATABASE_MAX_SCHEMAS_PER_CONNECTION", "200"))
 # scripts/loadtest.py's comparison view (routiq/loadtest.py): never on in production.
 ROUTIQ_LOADTEST_BARE_VIEW = env_bool("ROUTIQ_LOADTEST_BARE_VIEW", False)
 ROUTIQ_LOADTEST_BARE_ORGANIZATION = env("ROUTIQ_LOADTEST_BARE_ORGANIZATION")
