@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # The usual 2 x cores + 1: a sync worker waits on PostgreSQL and Redis for part of each request.
@@ -37,7 +38,12 @@ def on_starting(server) -> None:
     PgBouncer in transaction pooling (tenants/rls/pooler.py). A failed check stops gunicorn here."""
     import django
     from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "routiq.settings")
     django.setup()
-    call_command("check")
+    try:
+        call_command("check")
+    except SystemCheckError as exc:
+        server.log.error("refusing to start:\n%s", exc)
+        sys.exit(1)
