@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from bench_patients import ScratchDatabase, add_scratch_arguments, with_database
+from bench_patients import ScratchDatabase, parse_scratch_arguments, with_database
 from dev import ROOT
 
 DATABASE = "routiq_bench_memory"
@@ -200,11 +200,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="Passes over all organizations per configuration.")
     parser.add_argument("--conn-max-age", type=int, default=10, help="The lifetime-bounded configuration's seconds.")
     parser.add_argument("--max-schemas", type=int, default=200, help="The schema-bounded configuration's limit.")
-    add_scratch_arguments(parser, DATABASE)
-    args = parser.parse_args()
+    args, keep = parse_scratch_arguments(parser, DATABASE)
     if args.measure_only:
         return measure(args)
-    keep = args.keep or args.skip_seed
 
     scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections

@@ -237,6 +237,13 @@ def add_scratch_arguments(parser: argparse.ArgumentParser, database: str) -> Non
     parser.add_argument("--results", help=argparse.SUPPRESS)
 
 
+def parse_scratch_arguments(parser: argparse.ArgumentParser, database: str) -> tuple[argparse.Namespace, bool]:
+    """The arguments (add_scratch_arguments' too), and whether the database is kept (--keep or --skip-seed)."""
+    add_scratch_arguments(parser, database)
+    args = parser.parse_args()
+    return args, args.keep or args.skip_seed
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
@@ -561,11 +568,9 @@ def main() -> int:
     parser.add_argument("--appointments", type=int, default=5_000_000)
     parser.add_argument("--upsert-rows", type=int, default=200_000, help="Sync records to time (0: skip).")
     parser.add_argument("--repeat", type=int, default=100, help="Timed calls per operation (after a warm-up).")
-    add_scratch_arguments(parser, DATABASE)
-    args = parser.parse_args()
+    args, keep = parse_scratch_arguments(parser, DATABASE)
     if args.measure_only:
         return measure(args)
-    keep = args.keep or args.skip_seed
 
     scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections

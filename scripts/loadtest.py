@@ -26,17 +26,17 @@ import json
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bench_patients import ScratchDatabase, add_scratch_arguments, refresh_and_analyze, seed_rows
 from dev import DEV_ROLES, ROOT, role_url
+
+sys.path.insert(0, str(ROOT))
+from routiq.testing.processes import free_port, stop, wait_for_port  # noqa: E402
 
 DATABASE = "routiq_loadtest"
 CLERK_PREFIX = "org_loadtest_"
@@ -81,12 +81,6 @@ end
 """
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def prepare_organizations(args) -> list[tuple[str, str, str]]:
     """(id, clerk id, schema) of the N organizations, created and seeded as the owner (reused when kept)."""
     from django.db import connection
@@ -124,7 +118,6 @@ def mint_tokens(key, organizations, users: int, lifetime: int) -> list[str]:
 def pgbouncer_for(owner_url: str, app_url: str, platform_url: str):
     import dj_database_url
 
-    sys.path.insert(0, str(ROOT))
     from routiq.testing.pgbouncer import PGBOUNCER, start_pgbouncer
 
     if not os.access(PGBOUNCER, os.X_OK):
@@ -151,23 +144,13 @@ def gunicorn(env: dict[str, str], port: int, workers: int | None):
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"gunicorn exited:\n{Path(log.name).read_text()[-4000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                sys.exit("gunicorn did not start within 60 s")
-            time.sleep(0.2)
+        try:
+            wait_for_port(port, server, seconds=60, describe=lambda: Path(log.name).read_text()[-4000:])
+        except RuntimeError as exc:
+            sys.exit(f"gunicorn did not start: {exc}")
         yield log.name
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop(server, timeout=30, group=True)  # the master and its workers
         log.close()
 
 

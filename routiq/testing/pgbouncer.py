@@ -12,15 +12,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from routiq.testing.processes import free_port, stop, wait_for_port
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
@@ -43,12 +43,6 @@ class PgBouncer:
 
     def log(self) -> str:
         return (self.directory / "pgbouncer.log").read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _quoted(value: str) -> str:
@@ -93,26 +87,12 @@ def start_pgbouncer(server: dict, *, pool_mode: str, stats_user: str, pool_size:
     for path in directory.iterdir():
         path.chmod(0o644)
     command = [PGBOUNCER, *(["-u", "nobody"] if os.geteuid() == 0 else []), str(ini)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # it logs to logfile
     bouncer = PgBouncer(host="127.0.0.1", port=port, pool_mode=pool_mode, stats_user=stats_user,
                         directory=directory)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"pgbouncer exited: {process.stderr.read().decode(errors='replace')}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("pgbouncer did not start listening within 10 s")
-            time.sleep(0.05)
+        wait_for_port(port, process, seconds=10, describe=lambda: f"pgbouncer: {bouncer.log()[-2000:]}")
         yield bouncer
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stderr.close()
+        stop(process)
         shutil.rmtree(directory, ignore_errors=True)
