@@ -2,7 +2,7 @@
 """Load test: the signed-in patient list under gunicorn, against the same page with nothing around it.
 
     .venv/bin/python scripts/loadtest.py [--organizations 10] [--contacts 2000] [--users 10]
-        [--connections 16] [--duration 20] [--workers N] [--through-pgbouncer] [--keep]
+        [--connections 16] [--duration 10] [--rounds 3] [--workers N] [--through-pgbouncer] [--keep]
 
 1. A scratch database (`routiq_loadtest`, as scripts/bench_patients.py makes one): N organizations created as
    the owner, each seeded with contacts and appointments by bench_patients' seeding.
@@ -10,7 +10,8 @@
    key of the script's own), and ROUTIQ_LOADTEST_BARE_VIEW=1: /loadtest/bare-patients/ is the same view,
    query and template on one schema as the owner, with no sign-in, binding or RLS identity per request.
 3. wrk (16 connections, 2 threads) against each: the portal's /patients/ with a Lua script rotating signed
-   Bearer tokens of --users users in every organization, then the bare view. Every answer must be a 200.
+   Bearer tokens of --users users in every organization, and the bare view, alternating for --rounds rounds
+   of --duration seconds (the machine's other load then falls on both alike). Every answer must be a 200.
    With --through-pgbouncer the app's connections go through a PgBouncer in session pooling (and gunicorn's
    start-up check verifies its mode from the admin console).
 
@@ -26,6 +27,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,12 +161,21 @@ def wrk(url: str, path: str, tokens: list[str], *, connections: int, duration: i
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(lua)
         script.flush()
-        command = ["wrk", "--threads", "2", "--connections", str(connections), "--duration", f"{duration}s",
-                   "--timeout", "10s", "--script", script.name, url]
+        command = ["wrk", "--threads", str(min(2, connections)), "--connections", str(connections),
+                   "--duration", f"{duration}s", "--timeout", "10s", "--script", script.name, url]
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     result["rps"] = result["requests"] / result["seconds"]
+    return result
+
+
+def combined(runs: list[dict]) -> dict:
+    """Rounds of one endpoint as one: requests/s over all of them, the median round's percentiles."""
+    result = {key: statistics.median(run[key] for run in runs) for key in ("p50", "p95", "p99")}
+    result["rps"] = sum(run["requests"] for run in runs) / sum(run["seconds"] for run in runs)
+    result["non_200"] = sum(run["non_200"] for run in runs)
+    result["socket_errors"] = sum(run["socket_errors"] for run in runs)
     return result
 
 
@@ -187,7 +198,8 @@ def main() -> int:
     parser.add_argument("--contacts", type=int, default=2000, help="Contacts per organization.")
     parser.add_argument("--users", type=int, default=10, help="Signed-in users per organization.")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=int, default=20, help="Seconds of wrk per endpoint.")
+    parser.add_argument("--duration", type=int, default=10, help="Seconds of each wrk run.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating runs of each endpoint.")
     parser.add_argument("--workers", type=int, help="gunicorn workers (default: gunicorn.conf.py's 2 x cores + 1).")
     parser.add_argument("--through-pgbouncer", action="store_true", help="The app's connections via PgBouncer.")
     add_scratch_arguments(parser, DATABASE)
@@ -203,7 +215,7 @@ def main() -> int:
     organizations = prepare_organizations(args)
     connections.close_all()
     key = SigningKey.generate(kid="loadtest")
-    tokens = mint_tokens(key, organizations, args.users, lifetime=args.duration * 3 + 600)
+    tokens = mint_tokens(key, organizations, args.users, lifetime=args.duration * args.rounds * 2 + 600)
     owner_url = scratch.env["DATABASE_URL"]
     platform_url = role_url(scratch.admin_url, *DEV_ROLES["platform"], args.database)
     port = free_port()
@@ -223,11 +235,16 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         preflight(base, "/patients/", tokens)
         preflight(base, "/loadtest/bare-patients/", [])
-        results = {}
-        for name, path, rotated in (("bare view", "/loadtest/bare-patients/", [""]),
-                                    ("portal", "/patients/", tokens)):
+        endpoints = {"bare view": ("/loadtest/bare-patients/", [""]), "portal": ("/patients/", tokens)}
+        for path, rotated in endpoints.values():
             wrk(base, path, rotated, connections=args.connections, duration=3)  # warm-up
-            results[name] = wrk(base, path, rotated, connections=args.connections, duration=args.duration)
+        # Alternated in rounds: the machine's other load changes from minute to minute, and both sides
+        # should meet the same share of it.
+        runs: dict[str, list[dict]] = {name: [] for name in endpoints}
+        for _ in range(args.rounds):
+            for name, (path, rotated) in endpoints.items():
+                runs[name].append(wrk(base, path, rotated, connections=args.connections, duration=args.duration))
+        results = {name: combined(rounds) for name, rounds in runs.items()}
     if not args.keep:
         scratch.drop()
 
