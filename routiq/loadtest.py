@@ -22,7 +22,7 @@ BARE_ALIAS = "loadtest_bare"
 def bare_database(url: str, *, schema: str, organization_id: str, conn_max_age: int) -> dict:
     import dj_database_url
 
-    database = dj_database_url.parse(url, conn_max_age=conn_max_age)
+    database = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)  # as the default
     database["ENGINE"] = "django.db.backends.postgresql"
     database["OPTIONS"] = {
         "options": f"-c search_path={schema},public -c app.current_organization={organization_id}"
