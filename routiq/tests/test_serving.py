@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.core.management import call_command
 from django.templatetags.static import static
 from django.test import Client
@@ -44,3 +45,9 @@ def test_gunicorn_refuses_to_start_when_a_system_check_fails():
     assert done.returncode != 0
     assert "refusing to start" in done.stderr and "routiq.E101" in done.stderr
     assert "Booting worker" not in done.stderr
+
+
+@pytest.mark.django_db
+def test_the_load_tests_bare_view_is_not_mounted_unless_asked_for(client, settings):
+    assert settings.ROUTIQ_LOADTEST_BARE_VIEW is False
+    assert client.get("/loadtest/bare-patients/").status_code == 404
