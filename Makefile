@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint audit bench install clean backup restore
+.PHONY: run test lint audit bench loadtest install clean backup restore
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("RoutIQ needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -42,6 +42,12 @@ bench: install
 	$(PY) scripts/bench_messaging.py
 	$(PY) scripts/bench_dashboard.py
 	$(PY) scripts/bench_sync_rate.py
+	$(PY) scripts/bench_backend_memory.py
+
+# gunicorn (production settings) under wrk: the signed-in patient list against a bare comparison view.
+# Needs wrk (apt-get install wrk); LOADTEST_ARGS=--through-pgbouncer puts PgBouncer (session) in between.
+loadtest: install
+	$(PY) scripts/loadtest.py $(LOADTEST_ARGS)
 
 clean:
 	-test -x $(PY) && $(PY) scripts/devservices.py down

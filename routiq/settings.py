@@ -83,6 +83,24 @@ if env("DATABASE_PLATFORM_URL"):
     )
     DATABASES["platform"]["ENGINE"] = "tenants.rls.pgbackend"
     DATABASES["platform"]["TEST"] = {"MIRROR": "default"}  # never a test database of its own
+# PgBouncer in session pooling only: the organization is bound per database session (tenants/rls/pooler.py).
+# With "pgbouncer-session" every start (manage.py commands, gunicorn's on_starting) reads the pool mode from
+# PgBouncer's admin console and refuses transaction or statement pooling.
+DATABASE_POOLER = env("DATABASE_POOLER", "none")
+DATABASE_PGBOUNCER_ADMIN_URL = env("DATABASE_PGBOUNCER_ADMIN_URL")
+# A backend caches the catalog of every schema it touches: a persistent connection is closed at the end of the
+# request in which it has touched this many schemas (0: no limit). README, Connection pooling.
+DATABASE_MAX_SCHEMAS_PER_CONNECTION = int(env("DATABASE_MAX_SCHEMAS_PER_CONNECTION", "200"))
+# scripts/loadtest.py's comparison view (routiq/loadtest.py): never on in production.
+ROUTIQ_LOADTEST_BARE_VIEW = env_bool("ROUTIQ_LOADTEST_BARE_VIEW", False)
+ROUTIQ_LOADTEST_BARE_ORGANIZATION = env("ROUTIQ_LOADTEST_BARE_ORGANIZATION")
+if ROUTIQ_LOADTEST_BARE_VIEW:
+    from routiq.loadtest import BARE_ALIAS, bare_database
+
+    DATABASES[BARE_ALIAS] = bare_database(  # type: ignore[assignment]  # a DBConfig with our OPTIONS
+        env("ROUTIQ_LOADTEST_BARE_DATABASE_URL"), schema=env("ROUTIQ_LOADTEST_BARE_SCHEMA"),
+        organization_id=ROUTIQ_LOADTEST_BARE_ORGANIZATION, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"],
+    )
 DATABASE_ROUTERS = ("tenants.rls.router.PlatformAccessRouter", "django_tenants.routers.TenantSyncRouter")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -165,8 +183,21 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Production serves static files from gunicorn through WhiteNoise, under content-hashed, compressed names that
+# collectstatic writes with their manifest: a hashed file never changes, so WhiteNoise sends it with a
+# one-year immutable Cache-Control. Without the manifest (the test suite, make run: STATIC_MANIFEST=0) names
+# stay as they are and nothing needs collecting.
+STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if STATIC_MANIFEST
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 
 # --- Security -------------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

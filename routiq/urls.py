@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -12,3 +13,7 @@ urlpatterns = [
     path("", include("messaging.urls")),
     path("", include("billing.urls")),
 ]
+if settings.ROUTIQ_LOADTEST_BARE_VIEW:  # scripts/loadtest.py's comparison; never in production
+    from routiq.loadtest import bare_patient_list
+
+    urlpatterns.append(path("loadtest/bare-patients/", bare_patient_list))

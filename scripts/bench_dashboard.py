@@ -35,7 +35,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench_messaging import CONVERSATIONS_SQL, COUNTERS_SQL, MONTHS  # scripts/ is sys.path[0] as a script
-from bench_patients import ScratchDatabase, add_scratch_arguments, check_role, django_setup, timed
+from bench_patients import ScratchDatabase, check_role, django_setup, parse_scratch_arguments, timed
 from bench_patients import seed as seed_patients
 
 DATABASE = "routiq_bench_dashboard"
@@ -185,11 +185,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5_000_000)
     parser.add_argument("--conversations", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=100, help="Timed page views (after a warm-up).")
-    add_scratch_arguments(parser, DATABASE)
-    args = parser.parse_args()
+    args, keep = parse_scratch_arguments(parser, DATABASE)
     if args.measure_only:
         return measure(args)
-    keep = args.keep or args.skip_seed
 
     scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections

@@ -50,10 +50,10 @@ from typing import Any
 
 from bench_patients import (  # scripts/ is sys.path[0] when run as a script
     ScratchDatabase,
-    add_scratch_arguments,
     check_role,
     django_setup,
     p95,
+    parse_scratch_arguments,
 )
 
 DATABASE = "routiq_bench_messaging"
@@ -561,15 +561,13 @@ def main() -> int:
     parser.add_argument("--upsert-rows", type=int, default=20_000, help="Messages to upsert (0: skip).")
     parser.add_argument("--webhooks", type=int, default=2_000, help="Webhook deliveries to post (0: skip).")
     parser.add_argument("--repeat", type=int, default=100, help="Timed calls per operation (after a warm-up).")
-    add_scratch_arguments(parser, DATABASE)
-    args = parser.parse_args()
+    args, keep = parse_scratch_arguments(parser, DATABASE)
     if args.measure_only:
         return measure(args)
     shape = Shape(args.messages, args.conversations, args.thread_messages, args.patient_messages,
                   args.patient_appointments)
     if shape.conversations < 5 or shape.thread_messages + shape.patient_messages > shape.messages:
         parser.error("need at least 5 conversations and more messages than the thread and the patient hold")
-    keep = args.keep or args.skip_seed
 
     scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections

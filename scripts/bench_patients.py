@@ -238,6 +238,13 @@ def add_scratch_arguments(parser: argparse.ArgumentParser, database: str) -> Non
     parser.add_argument("--results", help=argparse.SUPPRESS)
 
 
+def parse_scratch_arguments(parser: argparse.ArgumentParser, database: str) -> tuple[argparse.Namespace, bool]:
+    """The arguments (add_scratch_arguments' too), and whether the database is kept (--keep or --skip-seed)."""
+    add_scratch_arguments(parser, database)
+    args = parser.parse_args()
+    return args, args.keep or args.skip_seed
+
+
 def p95(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
@@ -245,11 +252,44 @@ def p95(samples: list[float]) -> float:
 
 # --- owner process: database, organization, seed ------------------------------------------------------
 
+def seed_rows(cursor, organization, *, contacts: int, appointments: int, quiet: bool = False) -> None:
+    """INSERT … SELECT the seeded contacts and appointments into the bound organization's empty tables."""
+    params = {"organization_id": str(organization.pk), "firsts": FIRST_NAMES, "nf": len(FIRST_NAMES),
+              "lasts": SURNAMES, "nl": len(SURNAMES), "domains": DOMAINS, "nd": len(DOMAINS),
+              "id_base": SEED_BASE, "appointment_base": APPOINTMENT_BASE, "contacts": contacts}
+    cursor.execute("SELECT setseed(0.42)")
+    for label, statement, total in (("contacts (+ search-term triggers)", CONTACTS_SQL, contacts),
+                                     ("appointments", APPOINTMENTS_SQL, appointments)):
+        step = time.perf_counter()
+        for lo in range(1, total + 1, BATCH):
+            cursor.execute(statement, {**params, "lo": lo, "hi": min(total, lo + BATCH - 1)})
+        if not quiet:
+            print(f"  seeded {total:,} {label}: {time.perf_counter() - step:.1f} s", flush=True)
+
+
+def refresh_and_analyze(cursor, organization, *, quiet: bool = False) -> None:
+    """The bound organization's active-patient summaries, then fresh statistics for the seeded tables."""
+    from patients import services
+
+    # Without fresh statistics the refresh below planned a BitmapAnd over all appointments per contact
+    # (> 15 min at 1M contacts); with them it is one index scan per contact.
+    cursor.execute("ANALYZE contacts")
+    cursor.execute("ANALYZE appointments")
+    step = time.perf_counter()
+    services.active_patients_refresh(organization=organization)
+    if not quiet:
+        print(f"  active_patients_refresh (all contacts): {time.perf_counter() - step:.1f} s", flush=True)
+    step = time.perf_counter()
+    for table in ("contacts", "contact_search_terms", "appointments", "active_patients"):
+        cursor.execute(f"VACUUM (ANALYZE) {table}")
+    if not quiet:
+        print(f"  VACUUM ANALYZE: {time.perf_counter() - step:.1f} s")
+
+
 def seed(args) -> tuple[str, float | None]:
     """The bench organization's id, and the seconds spent seeding (None when the data was reused)."""
     from django.db import connection
 
-    from patients import services
     from tenants.models import Organization
     from tenants.rls.binding import bind_organization
     from tenants.services import organization_create
@@ -273,27 +313,8 @@ def seed(args) -> tuple[str, float | None]:
         if (contacts, appointments) != (args.contacts, args.appointments):  # else only the refresh is missing
             if contacts or appointments:
                 cursor.execute("TRUNCATE contacts, appointments, active_patients, contact_search_terms CASCADE")
-            params = {"organization_id": str(organization.pk), "firsts": FIRST_NAMES, "nf": len(FIRST_NAMES),
-                      "lasts": SURNAMES, "nl": len(SURNAMES), "domains": DOMAINS, "nd": len(DOMAINS),
-                      "id_base": SEED_BASE, "appointment_base": APPOINTMENT_BASE, "contacts": args.contacts}
-            cursor.execute("SELECT setseed(0.42)")
-            for label, statement, total in (("contacts (+ search-term triggers)", CONTACTS_SQL, args.contacts),
-                                             ("appointments", APPOINTMENTS_SQL, args.appointments)):
-                step = time.perf_counter()
-                for lo in range(1, total + 1, BATCH):
-                    cursor.execute(statement, {**params, "lo": lo, "hi": min(total, lo + BATCH - 1)})
-                print(f"  seeded {total:,} {label}: {time.perf_counter() - step:.1f} s", flush=True)
-        # Without fresh statistics the refresh below planned a BitmapAnd over all appointments per contact
-        # (> 15 min at 1M contacts); with them it is one index scan per contact.
-        cursor.execute("ANALYZE contacts")
-        cursor.execute("ANALYZE appointments")
-        step = time.perf_counter()
-        services.active_patients_refresh(organization=organization)
-        print(f"  active_patients_refresh (all contacts): {time.perf_counter() - step:.1f} s", flush=True)
-        step = time.perf_counter()
-        for table in ("contacts", "contact_search_terms", "appointments", "active_patients"):
-            cursor.execute(f"VACUUM (ANALYZE) {table}")
-        print(f"  VACUUM ANALYZE: {time.perf_counter() - step:.1f} s")
+            seed_rows(cursor, organization, contacts=args.contacts, appointments=args.appointments)
+        refresh_and_analyze(cursor, organization)
         cursor.execute("SELECT count(*), pg_size_pretty(pg_total_relation_size('contact_search_terms')), "
                        "pg_size_pretty(pg_total_relation_size('contacts')) FROM contact_search_terms")
         terms, terms_size, contacts_size = cursor.fetchone()
@@ -548,11 +569,9 @@ def main() -> int:
     parser.add_argument("--appointments", type=int, default=5_000_000)
     parser.add_argument("--upsert-rows", type=int, default=200_000, help="Sync records to time (0: skip).")
     parser.add_argument("--repeat", type=int, default=100, help="Timed calls per operation (after a warm-up).")
-    add_scratch_arguments(parser, DATABASE)
-    args = parser.parse_args()
+    args, keep = parse_scratch_arguments(parser, DATABASE)
     if args.measure_only:
         return measure(args)
-    keep = args.keep or args.skip_seed
 
     scratch = ScratchDatabase.prepare(args, keep=keep)
     from django.db import connections

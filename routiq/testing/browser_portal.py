@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 from django.conf import settings
 from playwright.sync_api import expect
+
+from routiq.testing.processes import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -40,12 +41,6 @@ class Portal:
     env: dict[str, str]  # the owner-role environment the seed ran with, for more committed data mid-test
     log: Path
     server_env: dict[str, str]  # the portal's own (the app role), for a worker beside it
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def database_url(user: str, password: str) -> str:
@@ -91,12 +86,7 @@ def served_portal(seed_script: str, tmp_path: Path, server_settings: dict[str, s
                 time.sleep(0.2)
         yield Portal(base, facts, env, log, server_env)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server)
 
 
 def run_jobs(portal: Portal, *queues: str) -> None:

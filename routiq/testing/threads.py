@@ -14,15 +14,18 @@ from django.db import connection
 T = TypeVar("T")
 
 
-def in_threads(work: Callable[[int], T], count: int) -> list[T]:
+def in_threads(work: Callable[[int], T], count: int, *, database: dict | None = None) -> list[T]:
     """``work(index)`` in ``count`` threads started together; their results in index order. An error in one
-    thread is raised here, after all have finished."""
+    thread is raised here, after all have finished. ``database`` overrides entries of each thread's
+    connection settings (HOST and PORT of a pooler in front of the same server)."""
     barrier = threading.Barrier(count)
     results: list[T | None] = [None] * count
     errors: list[BaseException] = []
 
     def run(index: int) -> None:
         try:
+            if database:  # this thread's wrapper only; the settings dict itself is shared with other threads
+                connection.settings_dict = {**connection.settings_dict, **database}
             with connection.cursor() as cursor:  # this thread's own connection
                 cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
             barrier.wait()

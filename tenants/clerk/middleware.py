@@ -36,6 +36,7 @@ SESSION_TOUCH_INTERVAL = timedelta(seconds=60)
 UNBOUND_PATH_PREFIXES = (
     "/static/", "/healthz", "/webhooks/", "/admin/", "/django-rq/", "/sign-in/", "/sign-out/", "/dev/sign-in/",
     "/favicon.ico",  # browsers ask for it on their own; it is answered 404 without a sign-in redirect
+    "/loadtest/",  # routiq/loadtest.py's bare view: mounted only with ROUTIQ_LOADTEST_BARE_VIEW (a 404 otherwise)
 )
 
 
