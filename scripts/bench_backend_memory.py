@@ -218,8 +218,7 @@ def main() -> int:
         command = [sys.executable, __file__, "--measure-only", "--rounds", str(args.rounds),
                    "--conn-max-age", str(args.conn_max_age), "--max-schemas", str(args.max_schemas),
                    "--results", results_file.name]
-        env = {**scratch.env, "DATABASE_URL": measuring, "DATABASE_APP_ROLE": app_role, "LOG_LEVEL": "WARNING",
-               "STATIC_MANIFEST": "0"}
+        env = {**scratch.env, "DATABASE_URL": measuring, "DATABASE_APP_ROLE": app_role, "LOG_LEVEL": "WARNING"}
         if subprocess.run(command, env=env, cwd=ROOT).returncode:
             sys.exit("the measurement phase failed")
         results = json.loads(Path(results_file.name).read_text())

@@ -204,6 +204,7 @@ class ScratchDatabase:
                        "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
                        "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
                        "DJANGO_SETTINGS_MODULE": "routiq.settings", "DATABASE_URL": owner_url,
+                       "STATIC_MANIFEST": "0",  # pages render with plain static names: nothing is collected
                        "DATABASE_OWNER_URL": owner_url, "DATABASE_APP_ROLE": unquote(urlsplit(app_url).username or "")}
         setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
                  "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], args.database)]

@@ -96,6 +96,7 @@ def route(request, django_db_setup) -> Iterator[dict | None]:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(900)  # 10,000 requests: minutes on a busy machine; the test is about rows, not speed
 @pytest.mark.parametrize("route", ["direct", "session"], indirect=True)
 def test_interleaved_requests_of_two_clinics_never_see_each_others_rows(mint, route):
     result = interleave(mint, REQUESTS, database=route)
