@@ -21,6 +21,7 @@ from tenants.models import (
     PortalSession,
     User,
 )
+from tenants.provisioning import SchemaTemplate, clone_schema
 from tenants.rls.binding import bind_organization, platform_access, write_alias
 
 logger = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ def unique_slug(name: str) -> str:
 
 def organization_create(
     *, name: str, clerk_org_id: str, slug: str | None = None, country: str = "AU", actor: User | None = None,
-    actor_label: str = "system",
+    actor_label: str = "system", template: SchemaTemplate | None = None,
 ) -> Organization:
     """Create an organization and its schema (migrated, RLS forced). Needs the owner database role.
 
+    With ``template`` (tenants.provisioning.schema_template of a freshly migrated schema) the schema is a clone
+    of it instead: the same catalog, several times faster (bulk provisioning).
     One transaction: if a migration of the new schema fails, neither the row nor the schema remains.
     """
     started = time.perf_counter()
@@ -53,6 +56,10 @@ def organization_create(
             name=name, clerk_org_id=clerk_org_id, slug=slug or unique_slug(name), country=country
         )
         organization.schema_name = schema_name_for(organization)
+        if template is not None:
+            # The schema first: its foreign keys lock public.organizations, which must not hold our new row yet.
+            clone_schema(template, organization.schema_name, alias=write_alias())
+            organization.auto_create_schema = False
         organization.save(verbosity=0)
         audit_record(
             action="organization.created",
