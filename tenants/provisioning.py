@@ -27,6 +27,8 @@ tenants/tests/test_bulk_provisioning.py compares a clone's catalog with a migrat
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import multiprocessing
 import os
 import re
@@ -39,6 +41,7 @@ from django.db import connections
 
 from tenants.rls.matviews import quote_ident, quote_literal
 
+logger = logging.getLogger(__name__)
 TEMPLATE_SCHEMA_NAME = re.compile(r"^org_[0-9a-f]{32}$")
 # The tables migrations write rows into; every other table of a new schema starts empty.
 MIGRATION_WRITTEN_TABLES = ("django_migrations", "django_content_type")
@@ -76,6 +79,7 @@ class SchemaTemplate:
     ddl: str
     foreign_keys: str
     session_settings: tuple[str, ...]
+    rows: dict[str, tuple[tuple, ...]]
     sequences: tuple[tuple[str, int, bool], ...]
     matviews: tuple[str, ...]
     acl: frozenset[tuple]
@@ -123,12 +127,15 @@ DUMP_ENTRY = re.compile(r"^--\n-- (?:Data for )?Name: [^\n]*?; Type: (?P<type>[^
 
 
 def split_foreign_keys(ddl: str) -> tuple[str, str]:
-    """(the dump without its FK CONSTRAINT entries, those entries in their order)."""
+    """(the dump without its FK CONSTRAINT entries and the schema's comment, those entries in their order)."""
     starts = [match.start() for match in DUMP_ENTRY.finditer(ddl)] + [len(ddl)]
     rest, foreign_keys = [ddl[: starts[0]]], []
     for start, end in zip(starts, starts[1:], strict=False):
         entry = ddl[start:end]
-        (foreign_keys if DUMP_ENTRY.match(entry)["type"] == "FK CONSTRAINT" else rest).append(entry)
+        kind = DUMP_ENTRY.match(entry)["type"]
+        if kind == "COMMENT" and entry.startswith("--\n-- Name: SCHEMA "):
+            continue  # the template's stamp (current_template), not the clone's
+        (foreign_keys if kind == "FK CONSTRAINT" else rest).append(entry)
     return "".join(rest), "".join(foreign_keys)
 
 
@@ -153,8 +160,12 @@ def schema_template(schema: str, *, alias: str = "default") -> SchemaTemplate:
         acl = frozenset(cursor.fetchall())
         cursor.execute("SELECT oid, rolname FROM pg_roles")
         role_names = dict(cursor.fetchall())
+        rows = {}
+        for table in MIGRATION_WRITTEN_TABLES:
+            cursor.execute(f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)} ORDER BY 1")
+            rows[table] = tuple(cursor.fetchall())
     return SchemaTemplate(schema=schema, ddl=ddl, foreign_keys=foreign_keys, session_settings=session_settings,
-                          sequences=tuple(sequences), matviews=matviews, acl=acl, role_names=role_names)
+                          rows=rows, sequences=tuple(sequences), matviews=matviews, acl=acl, role_names=role_names)
 
 
 def _grantee(template: SchemaTemplate, oid: int) -> str:
@@ -182,18 +193,18 @@ def clone_schema(template: SchemaTemplate, schema: str, *, alias: str = "default
     before anything else in it writes to public.organizations (SchemaTemplate.foreign_keys says why)."""
     if not TEMPLATE_SCHEMA_NAME.match(schema):
         raise ValueError(f"{schema!r} is not an organization schema name (org_<32 hex digits>)")
-    source, new = quote_ident(template.schema), quote_ident(schema)
+    new = quote_ident(schema)
     with connections[alias].cursor() as cursor:
         names = template.session_settings
         cursor.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names)
         before = cursor.fetchone()
         cursor.execute(template.ddl.replace(template.schema, schema))
+        for table, rows in template.rows.items():
+            if rows:
+                placeholders = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+                cursor.execute(f"INSERT INTO {new}.{quote_ident(table)} OVERRIDING SYSTEM VALUE VALUES "
+                               + ", ".join([placeholders] * len(rows)), [value for row in rows for value in row])
         statements = [
-            f"INSERT INTO {new}.{quote_ident(table)} OVERRIDING SYSTEM VALUE "
-            f"SELECT * FROM {source}.{quote_ident(table)}"
-            for table in MIGRATION_WRITTEN_TABLES
-        ]
-        statements += [
             f"SELECT pg_catalog.setval({quote_literal(new + '.' + quote_ident(name))}, {last_value}, "
             f"{'true' if is_called else 'false'})"
             for name, last_value, is_called in template.sequences
@@ -207,6 +218,100 @@ def clone_schema(template: SchemaTemplate, schema: str, *, alias: str = "default
         cursor.execute(template.foreign_keys.replace(template.schema, schema))
         cursor.execute("SELECT " + ", ".join(["pg_catalog.set_config(%s, %s, true)"] * len(names)),
                        [value for pair in zip(names, before, strict=True) for value in pair])
+
+
+# --- The database's template schema -------------------------------------------------------------------------
+
+# No organization's: their schemas are named after random (version 4) UUIDs.
+TEMPLATE_SCHEMA = "org_" + "0" * 32
+TEMPLATE_LOCK = "hashtext('tenants.schema_template')"
+_dumped: dict[str, SchemaTemplate] = {}
+
+
+def template_stamp() -> str:
+    """What the template must have been built for: this month (messages partitions are created from the month a
+    schema is migrated in) and the code's migration graph."""
+    from django.utils import timezone
+
+    from tenants.schema_migrations import migration_target
+
+    graph = hashlib.sha256("\n".join(migration_target().nodes).encode()).hexdigest()[:16]
+    return f"routiq template {timezone.now():%Y-%m} {graph}"
+
+
+def _template_comment(cursor) -> str | None:
+    cursor.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = %s",
+                   [TEMPLATE_SCHEMA])
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def template_rebuild(*, alias: str = "default") -> bool:
+    """Migrate a new TEMPLATE_SCHEMA (as migrate_organizations migrates a schema). Outside a transaction: the
+    dump that reads it is another connection. False if migrating it failed (logged; creation then migrates)."""
+    from tenants.schema_migrations import migrate_schema
+
+    stamp = template_stamp()
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_advisory_lock({TEMPLATE_LOCK})")
+    try:
+        with connection.cursor() as cursor:
+            if (_template_comment(cursor) or "").startswith(stamp):
+                return True  # another process rebuilt it meanwhile
+            cursor.execute(f"DROP SCHEMA IF EXISTS {quote_ident(TEMPLATE_SCHEMA)} CASCADE")
+            cursor.execute(f"CREATE SCHEMA {quote_ident(TEMPLATE_SCHEMA)}")
+        result = migrate_schema(TEMPLATE_SCHEMA, alias=alias)
+        if result.error:
+            logger.warning("template schema not rebuilt: %s", result.error)
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(f"COMMENT ON SCHEMA {quote_ident(TEMPLATE_SCHEMA)} IS "
+                           f"{quote_literal(stamp + ' ' + uuid.uuid4().hex)}")
+        logger.info("template schema rebuilt seconds=%.3f", result.seconds)
+        return True
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT pg_advisory_unlock({TEMPLATE_LOCK})")
+
+
+def template_ensure(*, alias: str = "default") -> str:
+    """Rebuild the template schema if it is stale (migrate_organizations, after the organizations): 'current',
+    'rebuilt' or 'failed'."""
+    with connections[alias].cursor() as cursor:
+        if (_template_comment(cursor) or "").startswith(template_stamp()):
+            return "current"
+    return "rebuilt" if template_rebuild(alias=alias) else "failed"
+
+
+def current_template(*, alias: str = "default") -> SchemaTemplate | None:
+    """The template new organization schemas are cloned from, or None (then they are migrated).
+
+    TEMPLATE_SCHEMA is rebuilt here when it is missing or stale (template_stamp), unless this connection is in a
+    transaction: the rebuild commits as it goes, and pg_dump could not see an uncommitted one. A dump is kept per
+    process for each build of the template.
+    """
+    connection = connections[alias]
+    stamp = template_stamp()
+    with connection.cursor() as cursor:
+        comment = _template_comment(cursor)
+    if not (comment or "").startswith(stamp):
+        if connection.in_atomic_block or not template_rebuild(alias=alias):
+            return None
+        with connection.cursor() as cursor:
+            comment = _template_comment(cursor)
+    if comment not in _dumped:
+        with connection.cursor() as cursor:
+            # Shared: a rebuild (exclusive) waits until the dump is read.
+            cursor.execute(f"SELECT pg_advisory_lock_shared({TEMPLATE_LOCK})")
+            try:
+                if _template_comment(cursor) != comment:
+                    return None
+                _dumped.clear()
+                _dumped[comment] = schema_template(TEMPLATE_SCHEMA, alias=alias)
+            finally:
+                cursor.execute(f"SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK})")
+    return _dumped[comment]
 
 
 # --- Demo organizations in bulk (manage.py create_demo_organizations) --------------------------------------
@@ -259,33 +364,37 @@ def _create_batch(arguments: tuple) -> list[Created]:
 
 
 def demo_organizations_create(*, count: int, patients: int = 3, workers: int = 1, progress=None) -> list[Created]:
-    """``count`` demo clinics: the first migrated, the rest cloned from it by ``workers`` forked processes.
+    """``count`` demo clinics cloned from the template schema by ``workers`` forked processes (without a
+    usable template: the first is migrated and the others cloned from it).
 
     Each clinic is its own transaction (organization_create), so a failure leaves the ones before it whole.
     ``progress(done, count)`` is called as batches finish.
     """
     run = uuid.uuid4().hex[:8]
-    first, organization = demo_organization_create(number=1, run=run, patients=0, template=None)
-    template = schema_template(first.schema_name)
-    if patients:  # only now: the template is read as migrations left the schema
-        demo_contacts_create(organization, patients)
-    created = [first]
-    numbers = list(range(2, count + 1))
+    created, numbers = [], list(range(1, count + 1))
+    template = current_template()
+    if template is None:
+        first, organization = demo_organization_create(number=1, run=run, patients=0, template=None)
+        template = schema_template(first.schema_name)
+        if patients:  # only now: the template is read as migrations left the schema
+            demo_contacts_create(organization, patients)
+        created, numbers = [first], numbers[1:]
     batch_size = max(1, min(25, len(numbers) // (workers * 4)))
     batches = [(numbers[i:i + batch_size], run, patients, template) for i in range(0, len(numbers), batch_size)]
-    if progress:
-        progress(len(created), count)
     if workers <= 1 or len(batches) <= 1:
         results = map(_create_batch, batches)
+        pool = None
+    else:
+        connections.close_all()  # the workers are forked: none may share this process's connection
+        pool = multiprocessing.get_context("fork").Pool(workers)
+        results = pool.imap_unordered(_create_batch, batches)
+    try:
         for done in results:
             created += done
             if progress:
                 progress(len(created), count)
-        return created
-    connections.close_all()  # the workers are forked: none may share this process's connection
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for done in pool.imap_unordered(_create_batch, batches):
-            created += done
-            if progress:
-                progress(len(created), count)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     return created

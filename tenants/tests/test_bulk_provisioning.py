@@ -16,7 +16,7 @@ from patients.models import Contact
 from routiq.testing.catalog import schema_catalog
 from routiq.testing.rows import SECURITY_BARRIER_VIEWS
 from tenants.models import AuditLog, Organization
-from tenants.provisioning import schema_template
+from tenants.provisioning import TEMPLATE_SCHEMA, current_template, schema_template, template_stamp
 from tenants.rls.binding import bind_organization
 from tenants.services import organization_create
 
@@ -28,10 +28,15 @@ def as_app_role() -> None:
         cursor.execute(f'SET ROLE "{settings.DATABASE_APP_ROLE}"')
 
 
-def test_a_cloned_schema_has_the_catalog_of_a_migrated_one():
-    template_organization = organization_create(name="Template Clinic", clerk_org_id="org_test_template")
-    template = schema_template(template_organization.schema_name)
-    migrated = organization_create(name="Migrated Clinic", clerk_org_id="org_test_migrated")
+@pytest.mark.parametrize("template_from", ["template schema", "an organization's migrated schema"])
+def test_a_cloned_schema_has_the_catalog_of_a_migrated_one(template_from):
+    migrated = organization_create(name="Migrated Clinic", clerk_org_id="org_test_migrated", migrate=True)
+    if template_from == "template schema":
+        template = current_template()
+        assert template.schema == TEMPLATE_SCHEMA
+    else:
+        template = schema_template(
+            organization_create(name="Template Clinic", clerk_org_id="org_test_template", migrate=True).schema_name)
     cloned = organization_create(name="Cloned Clinic", clerk_org_id="org_test_cloned", template=template)
 
     expected, actual = schema_catalog(migrated.schema_name), schema_catalog(cloned.schema_name)
@@ -83,3 +88,19 @@ def test_row_level_security_holds_for_cloned_organizations():
             with pytest.raises(ProgrammingError, match="bind this schema"), transaction.atomic():
                 cursor.execute(sql.SQL("SELECT {}()").format(
                     sql.Identifier(clone_b.schema_name, "refresh_patient_metrics")))
+
+
+def test_a_stale_template_is_rebuilt_outside_a_transaction_and_passed_over_inside_one():
+    with connection.cursor() as cursor:
+        cursor.execute(f"COMMENT ON SCHEMA {TEMPLATE_SCHEMA} IS 'routiq template 2000-01 0123456789abcdef'")
+
+    with transaction.atomic():
+        assert current_template() is None  # organization_create migrates, as it did before templates
+        organization = organization_create(name="Inside", clerk_org_id="org_test_inside")
+        assert Organization.objects.filter(pk=organization.pk).exists()
+    template = current_template()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(%s::regnamespace, 'pg_namespace')", [TEMPLATE_SCHEMA])
+        assert cursor.fetchone()[0].startswith(template_stamp() + " ")
+    assert template.schema == TEMPLATE_SCHEMA

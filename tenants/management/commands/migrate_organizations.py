@@ -7,6 +7,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from tenants.provisioning import template_ensure
 from tenants.schema_migrations import SchemaResult, migration_target, organizations_migrate, schema_states
 
 
@@ -51,3 +52,6 @@ class Command(BaseCommand):
             failed = ", ".join(sorted(result.schema for result in run.failed))
             raise CommandError(f"{len(run.failed)} schemas failed (run again to retry them): {failed}")
         self.stdout.write(self.style.SUCCESS(summary))
+        # New organizations are cloned from the template schema: bring it to these migrations now rather than
+        # in the first creation after the deploy.
+        self.stdout.write(f"Template schema: {template_ensure()}.")
