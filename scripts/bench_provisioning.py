@@ -28,8 +28,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_tenancy import admin_execute, create_organizations, manage, new_migration_env
-from dev import DEV_ROLES, role_url  # scripts/ is sys.path[0] when run as a script
+from bench_tenancy import (  # scripts/ is sys.path[0] when run as a script
+    admin_execute,
+    create_organizations,
+    manage,
+    new_migration_env,
+    scratch_environment,
+)
 from psycopg import sql
 
 DATABASE = "routiq_bench_provisioning"
@@ -45,25 +50,9 @@ def main() -> int:
     args = parser.parse_args()
 
     admin_url = os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    owner_url = role_url(admin_url, *DEV_ROLES["owner"], DATABASE)
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
     admin_execute(admin_url, drop)
-    row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"),
-                        [DEV_ROLES["owner"][0]])
-    env = {
-        **os.environ,
-        "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
-        "ROUTIQ_ENCRYPTION_KEYS": "YmVuY2gtb25seS1lbmNyeXB0aW9uLWtleS0zMmJ5dGU=",
-        "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "routiq.settings",
-        "DATABASE_URL": owner_url,
-        "MIGRATION_WORKERS": str(args.workers),
-    }
-    # setup_database without --allow-test-databases would revoke CREATEDB from a shared dev owner role.
-    manage(env, "setup_database", "--admin-url", admin_url, "--owner-url", owner_url,
-           "--app-url", role_url(admin_url, *DEV_ROLES["app"], DATABASE),
-           "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], DATABASE),
-           *(["--allow-test-databases"] if row and row[0] else []))
+    env = {**scratch_environment(admin_url, DATABASE), "MIGRATION_WORKERS": str(args.workers)}
     manage(env, "migrate_schemas", "--shared")
     # As a deploy does: migrate_organizations (no organization yet) builds the template schema they are cloned from.
     results_setup = manage(env, "migrate_organizations")

@@ -1,8 +1,10 @@
-"""Provisioning many organizations fast: one schema built by migrations, the others cloned from it.
+"""Making organization schemas fast: one schema built by migrations (the template), the others cloned from it.
 
 Migrating a new schema costs about 2 s of Python (Django re-renders model states for 55 migrations); the
 database work in it is a tenth of that. A clone replays the migrated schema's DDL instead (``pg_dump
 --schema-only`` of it, the schema name replaced), so the database does the same work without the Python.
+organization_create clones TEMPLATE_SCHEMA (current_template: rebuilt by migrations when it is behind the
+code or from an earlier month), and create_demo_organizations does so in parallel processes.
 
 What a clone must get that a plain schema copy would miss (django-tenants' ``clone_schema`` drops FORCE RLS,
 reference/stack-notes.md P7):
@@ -43,7 +45,8 @@ from tenants.rls.matviews import quote_ident, quote_literal
 
 logger = logging.getLogger(__name__)
 TEMPLATE_SCHEMA_NAME = re.compile(r"^org_[0-9a-f]{32}$")
-# The tables migrations write rows into; every other table of a new schema starts empty.
+# The tables migrations write rows into; every other table of a new schema starts empty. Only schema names of
+# this form are cloned from or into: nothing else in a dump can contain one.
 MIGRATION_WRITTEN_TABLES = ("django_migrations", "django_content_type")
 
 # One row per privilege: (kind, object, grantee, privilege, grantable); the object without its schema.
@@ -246,6 +249,16 @@ def _template_comment(cursor) -> str | None:
     return row[0] if row else None
 
 
+def _template_is_ahead(cursor) -> bool:
+    from tenants.schema_migrations import migration_target
+
+    cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [f"{TEMPLATE_SCHEMA}.django_migrations"])
+    if not cursor.fetchone()[0]:
+        return False
+    cursor.execute(f"SELECT app || '.' || name FROM {quote_ident(TEMPLATE_SCHEMA)}.django_migrations")
+    return bool({key for (key,) in cursor.fetchall()} - set(migration_target().keys))
+
+
 def template_rebuild(*, alias: str = "default") -> bool:
     """Migrate a new TEMPLATE_SCHEMA (as migrate_organizations migrates a schema). Outside a transaction: the
     dump that reads it is another connection. False if migrating it failed (logged; creation then migrates)."""
@@ -259,6 +272,10 @@ def template_rebuild(*, alias: str = "default") -> bool:
         with connection.cursor() as cursor:
             if (_template_comment(cursor) or "").startswith(stamp):
                 return True  # another process rebuilt it meanwhile
+            if _template_is_ahead(cursor):
+                # Built by newer code (a deploy under way): this process's migrations would take it back.
+                logger.info("template schema left as it is: it has migrations this code does not know")
+                return False
             cursor.execute(f"DROP SCHEMA IF EXISTS {quote_ident(TEMPLATE_SCHEMA)} CASCADE")
             cursor.execute(f"CREATE SCHEMA {quote_ident(TEMPLATE_SCHEMA)}")
         result = migrate_schema(TEMPLATE_SCHEMA, alias=alias)

@@ -15,6 +15,7 @@ schema even with nothing to do, hours at a few thousand schemas for a real chang
 
 from __future__ import annotations
 
+import contextlib
 import io
 import multiprocessing
 import time
@@ -151,26 +152,49 @@ def apply_forwards(connection, *, verbosity: int = 0) -> bool:
     return True
 
 
+def _has_table_in_schema(recorder: MigrationRecorder) -> bool:
+    """MigrationRecorder.has_table, by name. Django lists the visible tables for it (django-tenants: with the
+    search_path set to the schema), a scan of pg_class that grows with every schema in the database: at 1,000
+    organizations 0.1 s, four times per schema migrated."""
+    if not recorder._has_table:  # noqa: SLF001 - the cache has_table keeps
+        table = f"{quote_ident(recorder.connection.schema_name)}.{recorder.Migration._meta.db_table}"
+        with recorder.connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+            recorder._has_table = cursor.fetchone()[0]  # noqa: SLF001
+    return recorder._has_table  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def _recorder_looks_up_by_name():
+    original = MigrationRecorder.has_table
+    MigrationRecorder.has_table = _has_table_in_schema
+    try:
+        yield
+    finally:
+        MigrationRecorder.has_table = original
+
+
 def migrate_schema(schema: str, *, verbosity: int = 0, alias: str = DEFAULT_DB_ALIAS) -> SchemaResult:
     """Django's ``migrate`` in ``schema`` (what django-tenants' run_migrations does, output kept, errors caught:
     one schema's failure is reported by the caller and must not stop the others)."""
     global _migrated_on_this_connection
     connection = connections[alias]
     started, output = time.perf_counter(), io.StringIO()
-    try:
-        # django_migrations must exist in the schema before migrate looks, or it would find public's.
-        connection.set_schema(schema, include_public=False)
-        MigrationRecorder(connection).ensure_schema()
-        connection.set_schema(schema)
-        if not apply_forwards(connection, verbosity=verbosity):
-            call_command(get_tenant_base_migrate_command_class()(), database=alias, interactive=False,
-                         verbosity=verbosity, stdout=output, stderr=output)
-        error = ""
-    except Exception as exc:  # noqa: BLE001 - the boundary: a schema's failure is its result
-        error = f"{type(exc).__name__}: {exc}".strip()
-        connection.close()  # whatever state the failure left it in
-    finally:
-        connection.set_schema_to_public()
+    with _recorder_looks_up_by_name():
+        try:
+            # django_migrations must exist in the schema before migrate looks, or it would find public's.
+            connection.set_schema(schema, include_public=False)
+            MigrationRecorder(connection).ensure_schema()
+            connection.set_schema(schema)
+            if not apply_forwards(connection, verbosity=verbosity):
+                call_command(get_tenant_base_migrate_command_class()(), database=alias, interactive=False,
+                             verbosity=verbosity, stdout=output, stderr=output)
+            error = ""
+        except Exception as exc:  # noqa: BLE001 - the boundary: a schema's failure is its result
+            error = f"{type(exc).__name__}: {exc}".strip()
+            connection.close()  # whatever state the failure left it in
+        finally:
+            connection.set_schema_to_public()
     _migrated_on_this_connection += 1
     if _migrated_on_this_connection >= SCHEMAS_PER_CONNECTION:
         connection.close()

@@ -104,3 +104,20 @@ def test_a_stale_template_is_rebuilt_outside_a_transaction_and_passed_over_insid
         cursor.execute("SELECT obj_description(%s::regnamespace, 'pg_namespace')", [TEMPLATE_SCHEMA])
         assert cursor.fetchone()[0].startswith(template_stamp() + " ")
     assert template.schema == TEMPLATE_SCHEMA
+
+
+def test_a_template_built_by_newer_code_is_left_alone():
+    assert current_template() is not None
+    with connection.cursor() as cursor:
+        cursor.execute(f"COMMENT ON SCHEMA {TEMPLATE_SCHEMA} IS 'routiq template 2000-01 0123456789abcdef'")
+        cursor.execute(f"INSERT INTO {TEMPLATE_SCHEMA}.django_migrations (app, name, applied) "
+                       "VALUES ('patients', '9999_from_the_next_release', now())")
+
+    assert current_template() is None  # this code's migrations would take it back: new schemas are migrated
+    organization = organization_create(name="Older Code", clerk_org_id="org_test_older_code")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(%s::regnamespace, 'pg_namespace')", [TEMPLATE_SCHEMA])
+        assert cursor.fetchone()[0].startswith("routiq template 2000-01 ")
+        cursor.execute(f'SELECT count(*) FROM "{organization.schema_name}".django_migrations '
+                       "WHERE name = '9999_from_the_next_release'")
+        assert cursor.fetchone()[0] == 0
