@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint audit bench loadtest install clean backup restore
+.PHONY: run test migrate lint audit bench loadtest install clean backup restore
 
 $(VENV)/.installed: requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("RoutIQ needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -19,6 +19,10 @@ run: install
 
 test: install
 	$(PY) scripts/dev.py test
+
+# Public schema, then every organization's schema in parallel (MIGRATION_WORKERS), as the owner role.
+migrate: install
+	$(PY) scripts/dev.py migrate
 
 backup: install
 	$(PY) scripts/dev.py backup $(FILE)
@@ -37,6 +41,7 @@ audit: install
 
 bench: install
 	$(PY) scripts/bench_tenancy.py
+	$(PY) scripts/bench_provisioning.py
 	$(PY) scripts/bench_auth.py
 	$(PY) scripts/bench_patients.py
 	$(PY) scripts/bench_messaging.py

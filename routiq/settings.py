@@ -129,6 +129,9 @@ TENANT_APPS = [
     "messaging",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
+# Processes that migrate organizations' schemas (manage.py migrate_organizations) and clone demo ones
+# (create_demo_organizations). Each holds one database connection; default: one per core.
+MIGRATION_WORKERS = max(1, int(env("MIGRATION_WORKERS", str(os.cpu_count() or 1))))
 AUTH_USER_MODEL = "tenants.User"
 
 MIDDLEWARE = [

@@ -93,22 +93,13 @@ def new_migration_env(env: dict[str, str], workdir: Path) -> tuple[dict[str, str
     return {**env, "DJANGO_SETTINGS_MODULE": "bench_settings", "PYTHONPATH": pythonpath}, leaf
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--organizations", type=int, default=100)
-    parser.add_argument("--keep", action="store_true", help="Drop the scratch database neither at start nor end.")
-    parser.add_argument("--with-new-migration", action="store_true", help="Also time a new migration.")
-    args = parser.parse_args()
-
-    admin_url = os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    owner_url = role_url(admin_url, *DEV_ROLES["owner"], DATABASE)
-    app_url = role_url(admin_url, *DEV_ROLES["app"], DATABASE)
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
-    if not args.keep:
-        admin_execute(admin_url, drop)
+def scratch_environment(admin_url: str, database: str) -> dict[str, str]:
+    """The environment for manage.py as the owner of ``database``, after setup_database has made the dev roles,
+    the database and its grants on the server of ``admin_url``."""
+    owner_url = role_url(admin_url, *DEV_ROLES["owner"], database)
     # setup_database without --allow-test-databases would revoke CREATEDB from a shared dev owner role.
-    owner_role = DEV_ROLES["owner"][0]
-    row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"), [owner_role])
+    row = admin_execute(admin_url, sql.SQL("SELECT rolcreatedb FROM pg_roles WHERE rolname = %s"),
+                        [DEV_ROLES["owner"][0]])
     env = {
         **os.environ,
         "DJANGO_SECRET_KEY": "bench-only-secret-key-5e1a9c3f7b2d4086-not-for-production",
@@ -117,9 +108,25 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": "routiq.settings",
         "DATABASE_URL": owner_url,
     }
-    setup = ["setup_database", "--admin-url", admin_url, "--owner-url", owner_url, "--app-url", app_url,
-             "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], DATABASE)]
-    manage(env, *setup, *(["--allow-test-databases"] if row and row[0] else []))
+    manage(env, "setup_database", "--admin-url", admin_url, "--owner-url", owner_url,
+           "--app-url", role_url(admin_url, *DEV_ROLES["app"], database),
+           "--platform-url", role_url(admin_url, *DEV_ROLES["platform"], database),
+           *(["--allow-test-databases"] if row and row[0] else []))
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--organizations", type=int, default=100)
+    parser.add_argument("--keep", action="store_true", help="Drop the scratch database neither at start nor end.")
+    parser.add_argument("--with-new-migration", action="store_true", help="Also time a new migration.")
+    args = parser.parse_args()
+
+    admin_url = os.environ.get("DATABASE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE))
+    if not args.keep:
+        admin_execute(admin_url, drop)
+    env = scratch_environment(admin_url, DATABASE)
     results = [("migrate_schemas --shared (empty database)", manage(env, "migrate_schemas", "--shared"))]
 
     os.environ.update(env)

@@ -9,6 +9,7 @@ DATABASE_OWNER_URL but no admin URL, that server's existing roles are used and n
 
   run   migrate, load the demo organizations, serve the portal, and run the RQ workers and the scheduler
         until Ctrl-C;
+  migrate  the public schema, then every organization's schema (migrate_organizations), as the owner role;
   test  run the test suite (extra arguments go to pytest);
   backup [FILE] / restore FILE NEW_DATABASE  pg_dump the whole database / restore a dump into a new one.
 """
@@ -115,9 +116,7 @@ def run_portal(env: dict[str, str], port: int) -> int:
         "STRIPE_WEBHOOK_SECRET": DEMO_STRIPE_WEBHOOK_SECRET,
         **env,
     }
-    setup_database(env)
-    manage(env, "migrate_schemas", "--shared", as_owner=True)
-    manage(env, "migrate_schemas", "--tenant", as_owner=True)
+    migrate(env)
     # One Cliniko stand-in per demo clinic: the demo's patients arrive through a real sync. And one Chatwoot
     # stand-in, whose conversations are mostly with those same patients, so the timeline shows both.
     stubs = {"org_demo_harbour": (port + 765, 420, 11), "org_demo_summit": (port + 766, 260, 12)}
@@ -162,6 +161,15 @@ def run_portal(env: dict[str, str], port: int) -> int:
         stop(processes)
 
 
+def migrate(env: dict[str, str]) -> int:
+    """As in production: the shared apps in the public schema, then the organizations' schemas in parallel
+    (those already at the target skipped; a failed one listed and retried by running this again)."""
+    setup_database(env)
+    manage(env, "migrate_schemas", "--shared", as_owner=True)
+    manage(env, "migrate_organizations", as_owner=True)
+    return 0
+
+
 def run_backup(env: dict[str, str], command: str, args: list[str]) -> int:
     """backup [FILE] (default backups/routiq-<time>.dump); restore FILE NEW_DATABASE. Development settings, as
     `make run` uses them; in production run manage.py backup_database / restore_database (README)."""
@@ -198,7 +206,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["run", "test", "backup", "restore"])
+    parser.add_argument("command", choices=["run", "test", "migrate", "backup", "restore"])
     parser.add_argument("--data-dir", default=str(ROOT / ".devdata"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     args, rest = parser.parse_known_args()
@@ -211,6 +219,8 @@ def main() -> int:
         env = database_environment(services)
         if args.command == "test":
             return run_tests(env, rest)
+        if args.command == "migrate":
+            return migrate(env)
         if args.command in ("backup", "restore"):
             return run_backup(env, args.command, rest)
         return run_portal(env, args.port)

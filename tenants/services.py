@@ -22,6 +22,7 @@ from tenants.models import (
     PortalSession,
     User,
 )
+from tenants.provisioning import SchemaTemplate, clone_schema, current_template
 from tenants.rls.binding import bind_organization, platform_access, write_alias
 
 logger = logging.getLogger(__name__)
@@ -42,18 +43,27 @@ def unique_slug(name: str) -> str:
 
 def organization_create(
     *, name: str, clerk_org_id: str, slug: str | None = None, country: str = "AU", actor: User | None = None,
-    actor_label: str = "system",
+    actor_label: str = "system", template: SchemaTemplate | None = None, migrate: bool = False,
 ) -> Organization:
-    """Create an organization and its schema (migrated, RLS forced). Needs the owner database role.
+    """Create an organization and its schema (RLS forced). Needs the owner database role.
 
-    One transaction: if a migration of the new schema fails, neither the row nor the schema remains.
+    The schema is a clone of ``template``, by default the database's template schema
+    (tenants.provisioning.current_template: migrated to the code's migrations this month), with the catalog a
+    migrated schema has, in a fraction of the time. ``migrate``, or no usable template, migrates it instead.
+    One transaction: if the schema cannot be made, neither the row nor the schema remains.
     """
     started = time.perf_counter()
+    if template is None and not migrate:
+        template = current_template(alias=write_alias())
     with transaction.atomic(using=write_alias()):
         organization = Organization(
             name=name, clerk_org_id=clerk_org_id, slug=slug or unique_slug(name), country=country
         )
         organization.schema_name = schema_name_for(organization)
+        if template is not None:
+            # The schema first: its foreign keys lock public.organizations, which must not hold our new row yet.
+            clone_schema(template, organization.schema_name, alias=write_alias())
+            organization.auto_create_schema = False
         organization.save(verbosity=0)  # type: ignore[call-arg]  # TenantMixin.save takes it (no stubs)
         audit_record(
             action="organization.created",
@@ -65,8 +75,9 @@ def organization_create(
             changes={"name": name, "clerk_org_id": clerk_org_id, "schema_name": organization.schema_name},
         )
     logger.info(
-        "organization created organization_id=%s schema=%s seconds=%.3f",
+        "organization created organization_id=%s schema=%s seconds=%.3f by=%s",
         organization.pk, organization.schema_name, time.perf_counter() - started,
+        "migrations" if template is None else "clone",
     )
     return organization
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
 
+from tenants.provisioning import TEMPLATE_SCHEMA
+
 GUARDED_TABLES_SQL = """
     SELECT format('%I.%I', n.nspname, c.relname) FROM pg_trigger t
     JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -29,6 +31,9 @@ class DatabaseOperations(PostgresOperations):
             guarded = [name for (name,) in cursor.fetchall()]
             cursor.execute("SELECT schema_name FROM organizations")
             schemas = [name for (name,) in cursor.fetchall() if name != "public"]
+        # The template schema's foreign keys to organizations would refuse the TRUNCATE; the next organization
+        # created rebuilds it.
+        schemas.append(TEMPLATE_SCHEMA)
         break_glass = [f"ALTER TABLE {table} DISABLE TRIGGER audit_logs_no_truncate" for table in guarded]
         drop_schemas = [f'DROP SCHEMA IF EXISTS "{schema}" CASCADE' for schema in schemas]
         guard_again = [f"ALTER TABLE {table} ENABLE TRIGGER audit_logs_no_truncate" for table in guarded]
