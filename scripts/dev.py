@@ -114,6 +114,8 @@ def run_portal(env: dict[str, str], port: int) -> int:
         "STRIPE_SECRET_KEY": DEMO_STRIPE_KEY,
         "STRIPE_API_URL": f"http://127.0.0.1:{port + 785}",
         "STRIPE_WEBHOOK_SECRET": DEMO_STRIPE_WEBHOOK_SECRET,
+        # The demo's first syncs end seconds after start: show their figures on the dashboard soon after.
+        "DASHBOARD_REFRESH_DEBOUNCE_SECONDS": "15",
         **env,
     }
     migrate(env)
