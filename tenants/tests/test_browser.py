@@ -84,6 +84,8 @@ def test_an_admin_connects_chatwoot_syncs_now_and_replies_in_a_thread(chatwoot, 
     # The synced conversation in the inbox, found with a filter; a reply in its thread goes to Chatwoot.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Inbox").click()
     page.get_by_label("Contact").select_option("lead")
+    # The filtered list is swapped in and its URL pushed; a click before that push would be cancelled by it.
+    expect(page).to_have_url(re.compile(r"[?&]contact=lead"))
     conversation = page.locator("#results tbody tr td:first-child a")
     expect(conversation).to_have_text(["Priya Singh"])
     conversation.click()
