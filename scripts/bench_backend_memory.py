@@ -8,10 +8,8 @@ A backend keeps the catalog entries (relation, index, policy, trigger caches) of
 until it ends; a persistent connection that wanders over all clinics grows with them. This measures it:
 
 1. A scratch database (`routiq_bench_memory`, as scripts/bench_patients.py makes one) with N organizations.
-   The first is created by organization_create; the others, for speed, by replaying that schema's pg_dump
-   under a new schema name and saving the organization's row without django-tenants' migrate (about 0.1 s
-   each instead of 0.6-2.5 s; the replay carries the same tables, indexes, policies and grants). --keep
-   keeps them for the next run.
+   They are created by organization_create, which clones the template schema (tenants/provisioning.py,
+   about 0.3 s each). --keep keeps them for the next run.
 2. A second process runs requests through the app (Django's handler, the Clerk middleware with signed tokens,
    the binding; one user per organization) for every organization in turn, --rounds times, on one persistent
    connection as the app role (logged in as the admin role and SET ROLE to the app role, so that the backend
@@ -49,52 +47,26 @@ CLERK_PREFIX = "org_mem_"
 SAMPLE_EVERY = 50
 TARGET_MB = 50.0
 MB = 1024 * 1024
-# pg_dump's session settings that must not reach the replay: its emptied search_path would outlive the
-# statement on this session (and every name is qualified anyway), and row_security = off makes the foreign
-# keys' validation under FORCE RLS an error rather than a check.
-DUMP_SETTINGS = ("SELECT pg_catalog.set_config('search_path', '', false);", "SET row_security = off;")
-
-
 # --- owner process: organizations ------------------------------------------------------------------------
 
-def schema_dump(admin_url: str, schema: str) -> str:
-    done = subprocess.run(["pg_dump", "--dbname", admin_url, "--schema", schema, "--inserts", "--no-comments"],
-                          capture_output=True, text=True, check=True)
-    # psql's meta-commands (\restrict … \unrestrict in current pg_dump) are for psql, not the server.
-    return "".join(line for line in done.stdout.splitlines(keepends=True)
-                   if not line.startswith("\\") and line.strip() not in DUMP_SETTINGS)
-
-
 def ensure_organizations(scratch: ScratchDatabase, count: int) -> None:
-    """``count`` organizations named org_mem_NNNN: the first migrated, the rest replayed from its dump."""
-    from django.db import connection, transaction
-
+    """``count`` organizations named org_mem_NNNN, created as the portal creates them (cloned from the template
+    schema: tenants/provisioning.py); a kept database's are reused."""
     from tenants.models import Organization
     from tenants.services import organization_create
 
     existing = set(Organization.objects.filter(clerk_org_id__startswith=CLERK_PREFIX)
                    .values_list("clerk_org_id", flat=True))
-    template = Organization.objects.filter(clerk_org_id=f"{CLERK_PREFIX}0000").first() or organization_create(
-        name="Memory Clinic 0", clerk_org_id=f"{CLERK_PREFIX}0000")
-    missing = [index for index in range(1, count) if f"{CLERK_PREFIX}{index:04d}" not in existing]
+    missing = [index for index in range(count) if f"{CLERK_PREFIX}{index:04d}" not in existing]
     if not missing:
         print(f"reusing {count:,} organizations in {scratch.name}")
         return
-    dump = schema_dump(with_database(scratch.admin_url, scratch.name), template.schema_name)
-    if str(template.pk) in dump:
-        sys.exit("the template schema's dump names its organization id: replaying it would not be a new one")
     started = time.perf_counter()
     for done, index in enumerate(missing, 1):
-        organization = Organization(name=f"Memory Clinic {index}", clerk_org_id=f"{CLERK_PREFIX}{index:04d}",
-                                    slug=f"memory-clinic-{index}", country="AU")
-        organization.schema_name = f"org_mem_{index:04d}"
-        organization.auto_create_schema = False  # the schema is the dump's replay below, not a migrate run
-        with transaction.atomic(), connection.cursor() as cursor:
-            organization.save(verbosity=0)  # type: ignore[call-arg]  # django-tenants' TenantMixin.save takes it
-            cursor.execute(dump.replace(template.schema_name, organization.schema_name))
+        organization_create(name=f"Memory Clinic {index}", clerk_org_id=f"{CLERK_PREFIX}{index:04d}")
         if done % 100 == 0 or done == len(missing):
             rate = (time.perf_counter() - started) / done
-            print(f"  {done:,}/{len(missing):,} organizations replayed, {rate:.2f} s each", flush=True)
+            print(f"  {done:,}/{len(missing):,} organizations created, {rate:.2f} s each", flush=True)
 
 
 # --- app-role process: requests and samples --------------------------------------------------------------
