@@ -143,6 +143,7 @@ def main() -> int:
     os.environ["CLINIKO_RATE_LIMIT_PER_MINUTE"] = str(args.rate)  # the client paces itself by the vendor's limit
     scratch = ScratchDatabase.prepare(args, keep=args.keep)
     from routiq.testing.cliniko_stub import ClinikoStub
+    from routiq.testing.processes import stop
 
     own, shared = create_organizations(args)
     keys = [f"bench-key-{index:04d}" for index in range(len(own))]
@@ -168,9 +169,7 @@ def main() -> int:
                                       rejected=stub.rate_limited - rejected_before)
         finally:
             for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=30)
+                stop(worker, timeout=30)
     if not args.keep:
         from django.db import connections
 
