@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET
 from messaging import selectors as messaging_selectors
 from patients import charts, selectors
 from patients.dashboard import dashboard_get
+from patients.rendering import patient_rows_html
 from patients.selectors import SORTS, STATUSES, PatientQuery, clean_search
 from tenants.audit import audit_record
 from tenants.credentials import credential_get
@@ -56,6 +57,7 @@ def patient_list(request):
     page = selectors.patient_list(organization=request.organization, query=query)
     context = {
         "page": page,
+        "rows": patient_rows_html(page.patients),
         "statuses": STATUSES,
         "sorts": {key: sort.label for key, sort in SORTS.items()},
         # Only the empty state needs it: no credential query on the (hot) non-empty list.

@@ -4,8 +4,9 @@ with no sign-in, no organization binding and no Row Level Security identity sent
 Mounted at /loadtest/bare-patients/ only when ROUTIQ_LOADTEST_BARE_VIEW=1, which nothing but the load test
 sets (``check --deploy`` warns if it is on). It runs on the ``loadtest_bare`` connection: Django's plain
 PostgreSQL backend logged in as ROUTIQ_LOADTEST_BARE_DATABASE_URL (the owner role), its search_path and
-``app.current_organization`` fixed for the connection's life by libpq options — one schema, nothing switched.
-For the view, that connection stands in for the default one.
+``app.current_organization`` set once when it connects and never again — one schema, nothing switched. (Not
+by libpq ``options``: PgBouncer refuses that start-up parameter, and ``--through-pgbouncer`` sends this
+connection through it too, like for like.) For the view, that connection stands in for the default one.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ def bare_database(url: str, *, schema: str, organization_id: str, conn_max_age: 
     database: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=conn_max_age or 0,
                                                           conn_health_checks=True))  # as the default
     database["ENGINE"] = "django.db.backends.postgresql"
-    database["OPTIONS"] = {
-        "options": f"-c search_path={schema},public -c app.current_organization={organization_id}"
-    }
+    database["SESSION_SETTINGS"] = {"search_path": f'"{schema}","public"', "app.current_organization": organization_id}
     database["TEST"] = {"MIRROR": DEFAULT_DB_ALIAS}
     return database
+
+
+def fix_session_settings(sender, connection, **kwargs) -> None:
+    """connection_created: the bare connection's schema and organization, once for its life."""
+    if connection.alias != BARE_ALIAS:
+        return
+    with connection.cursor() as cursor:
+        for name, value in connection.settings_dict["SESSION_SETTINGS"].items():
+            cursor.execute("SELECT set_config(%s, %s, false)", [name, value])
 
 
 @functools.cache

@@ -14,6 +14,9 @@ urlpatterns = [
     path("", include("billing.urls")),
 ]
 if settings.ROUTIQ_LOADTEST_BARE_VIEW:  # scripts/loadtest.py's comparison; never in production
-    from routiq.loadtest import bare_patient_list
+    from django.db.backends.signals import connection_created
 
+    from routiq.loadtest import bare_patient_list, fix_session_settings
+
+    connection_created.connect(fix_session_settings)
     urlpatterns.append(path("loadtest/bare-patients/", bare_patient_list))

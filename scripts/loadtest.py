@@ -12,8 +12,8 @@
 3. wrk (16 connections, 2 threads) against each: the portal's /patients/ with a Lua script rotating signed
    Bearer tokens of --users users in every organization, and the bare view, alternating for --rounds rounds
    of --duration seconds (the machine's other load then falls on both alike). Every answer must be a 200.
-   With --through-pgbouncer the app's connections go through a PgBouncer in session pooling (and gunicorn's
-   start-up check verifies its mode from the admin console).
+   With --through-pgbouncer the app's connections, and the bare view's, go through a PgBouncer in session
+   pooling (and gunicorn's start-up check verifies its mode from the admin console).
 
 Prints requests/s, p50/p95/p99 and errors side by side. Targets: the portal at >= 90% of the bare view's
 requests/s and p99 < 100 ms. The load generator shares the machine with gunicorn and PostgreSQL.
@@ -230,6 +230,8 @@ def main() -> int:
             bouncer = stack.enter_context(pgbouncer_for(owner_url, scratch.app_url, platform_url))
             env |= {"DATABASE_URL": through(scratch.app_url, bouncer.host, bouncer.port),
                     "DATABASE_PLATFORM_URL": through(platform_url, bouncer.host, bouncer.port),
+                    # Like for like: the bare view's connection takes the same hop.
+                    "ROUTIQ_LOADTEST_BARE_DATABASE_URL": through(owner_url, bouncer.host, bouncer.port),
                     "DATABASE_POOLER": "pgbouncer-session", "DATABASE_PGBOUNCER_ADMIN_URL": bouncer.admin_url}
         stack.enter_context(gunicorn(env, port, args.workers))
         base = f"http://127.0.0.1:{port}"

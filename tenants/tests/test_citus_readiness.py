@@ -54,7 +54,8 @@ def test_a_request_touches_only_its_own_organizations_schema(client, mint, org_a
     statements: list[str] = []
 
     def record(execute, sql, params, many, context):
-        statements.append(sql if isinstance(sql, str) else str(sql))
+        # With its parameters: the binding sends the search_path as one (tenants/rls/pgbackend).
+        statements.append(f"{sql if isinstance(sql, str) else str(sql)} {params!r}")
         return execute(sql, params, many, context)
 
     token = bearer(mint(org_a, role="admin"))
