@@ -110,3 +110,15 @@ def test_redis_down_is_a_miss_and_reads_skip_it_for_a_while(cache_unreachable, c
     assert not cache.enabled()  # reads skip Redis for OUTAGE_BACKOFF_SECONDS
     cache.reset_outage()
     assert cache.enabled()
+
+
+def test_the_backend_reuses_one_redis_client_and_still_round_trips():
+    backend = caches["default"]._cache  # routiq.redis_cache: Django's builds a redis.Redis per operation
+    key = cache.org_key(ORGANIZATION, "reused")
+
+    cache.add(key, {"n": 1}, 60)
+
+    assert backend.get_client(write=False) is backend.get_client(write=True)
+    assert cache.get(key) == {"n": 1}
+    cache.forget(key)
+    assert cache.get(key) is None
