@@ -147,3 +147,10 @@ def test_redis_down_get_many_is_all_misses_and_reads_skip_it_for_a_while(cache_u
 
     assert "cache unavailable, using the database: get_many" in caplog.text
     assert not cache.enabled()
+
+
+def test_the_backend_builds_one_redis_client_per_pool_not_one_per_call():
+    client = caches["default"]._cache
+
+    assert client.get_client(write=True) is client.get_client(write=True)
+    assert client.get_client() is client.get_client()
