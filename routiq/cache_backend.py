@@ -17,10 +17,12 @@ class ReusingRedisCacheClient(django_redis.RedisCacheClient):
         self._clients: dict[int, object] = {}
 
     def get_client(self, key=None, *, write=False):
-        pool = self._get_connection_pool(write)  # kept for the life of this object, so its id is stable
+        # The pool is kept for the life of this object, so its id is stable. Both attributes are Django's own
+        # (RedisCacheClient), absent from the stubs.
+        pool = self._get_connection_pool(write)  # type: ignore[attr-defined]
         client = self._clients.get(id(pool))
         if client is None:
-            client = self._clients.setdefault(id(pool), self._client(connection_pool=pool))
+            client = self._clients.setdefault(id(pool), self._client(connection_pool=pool))  # type: ignore[attr-defined]
         return client
 
 
