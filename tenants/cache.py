@@ -13,8 +13,10 @@ What is kept, per key:
   spans its user's organizations and the marker holds nothing of any. Only "not ended" is cached; the services
   that end sessions forget it (clerk_sessions_forget), so a session's next token is refused at once.
 
-A verified token's lookups take two round trips when warm (token_lookups): the Clerk-org lookup with the
-session state, then the organization with the member's identity (their keys need the organization id).
+A verified token's lookups take one round trip when warm (token_lookups): the session state, the
+organization and the member's identity together, their keys built from the organization id this process last
+saw for the Clerk org id (a hint only: the organization's row must carry that Clerk id). A process that has
+not seen it yet reads the lookup first, with the session state: two round trips.
 
 Values are rebuilt as model instances with ``from_db``; fields left out (secrets) load on first use.
 """
@@ -92,6 +94,7 @@ def organization_load(*, clerk_org_id: str | None = None, pk=None) -> Organizati
     organization = Organization.objects.filter(**lookup).first()
     if organization is None or not organization.is_active:
         return None
+    _hint_organization_id(organization.clerk_org_id, str(organization.pk))
     ttl = settings.CACHE_IDENTITY_TTL_SECONDS
     cache.add(organization_key(organization.pk), _values(Organization, organization), ttl)
     cache.add(clerk_organization_key(organization.clerk_org_id), str(organization.pk), ttl)
@@ -162,6 +165,18 @@ def user_forget(user: User) -> None:
 
 # --- a verified token's lookups, together -----------------------------------------------------------------
 
+# Clerk org id -> organization id, as this process last read it. Which organization a Clerk id names never
+# changes, and a wrong hint costs a miss, never a wrong answer (_cached_organization checks the row's Clerk
+# id), so it may be kept without invalidation; it saves the lookup's round trip on nearly every request.
+_organization_id_hints: dict[str, str] = {}
+_HINTS_KEPT = 10_000  # far more organizations than a deployment has; bounded all the same
+
+
+def _hint_organization_id(clerk_org_id: str, organization_id: str) -> None:
+    if len(_organization_id_hints) >= _HINTS_KEPT:
+        _organization_id_hints.clear()
+    _organization_id_hints[clerk_org_id] = organization_id
+
 def _get_many(*keys: str | None) -> list[Any]:
     """cache.get_many of the keys given; None in the place of each key that is None (nothing to look up)."""
     present = [key for key in keys if key is not None]
@@ -178,18 +193,28 @@ class TokenLookups:
 
 
 def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, clerk_user_id: str) -> TokenLookups:
-    """Two round trips when warm: the Clerk-org lookup with the session state, then the organization with the
-    member's identity. Each value is checked exactly as organization_get, identity_get and clerk_session_ended
-    check it."""
-    organization_id, live = _get_many(clerk_organization_key(clerk_org_id) if clerk_org_id else None,
-                                      clerk_session_key(clerk_session_id) if clerk_session_id else None)
-    organization = identity = None
-    if organization_id:
-        values, entry = cache.get_many(organization_key(organization_id), identity_key(organization_id, clerk_user_id))
-        organization = _cached_organization(values, clerk_org_id)
-        if organization is not None:
-            identity = _cached_identity(entry, organization, clerk_user_id)
+    """One round trip when warm, two while this process has no hint for the Clerk org id (see above). Each value
+    is checked exactly as organization_get, identity_get and clerk_session_ended check it."""
+    session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
+    organization_id = _organization_id_hints.get(clerk_org_id) if clerk_org_id else None
+    if organization_id is None:
+        organization_id, live = _get_many(clerk_organization_key(clerk_org_id) if clerk_org_id else None,
+                                          session_key)
+        values, entry = _get_many(*_organization_keys(organization_id, clerk_user_id))
+    else:
+        live, values, entry = _get_many(session_key, *_organization_keys(organization_id, clerk_user_id))
+    organization = _cached_organization(values, clerk_org_id)
+    identity = None
+    if organization is not None:
+        _hint_organization_id(organization.clerk_org_id, str(organization.pk))
+        identity = _cached_identity(entry, organization, clerk_user_id)
     return TokenLookups(session_live=live is not None, organization=organization, identity=identity)
+
+
+def _organization_keys(organization_id: str | None, clerk_user_id: str) -> tuple[str | None, str | None]:
+    if not organization_id:
+        return None, None
+    return organization_key(organization_id), identity_key(organization_id, clerk_user_id)
 
 
 # --- Clerk sessions ---------------------------------------------------------------------------------------

@@ -126,8 +126,8 @@ class ClerkOrganizationMiddleware:
             self.reject(request, exc)
 
     def identity_for_token(self, request, claims: SessionClaims) -> PortalIdentity:
-        """Who a verified token speaks for, unless Clerk has ended its session. On a warm cache that is two
-        Redis round trips and no query (tenant_cache.token_lookups)."""
+        """Who a verified token speaks for, unless Clerk has ended its session. On a warm cache that is one Redis
+        round trip and no query (tenant_cache.token_lookups)."""
         lookups = tenant_cache.token_lookups(clerk_session_id=claims.session_id, clerk_org_id=claims.organization_id,
                                              clerk_user_id=claims.user_id)
         # Clerk ended the session (revoked, banned, signed out) but its last token is valid for up to 60 s.

@@ -85,15 +85,40 @@ def test_a_warm_cache_answers_the_organization_user_and_membership_lookups(clien
     assert len(identity_queries(client, **bearer(token))) == 4  # organization, user, membership, ended session
 
 
-def test_a_warm_bearer_request_asks_redis_twice(client, mint, org_a, monkeypatch):
+def test_a_warm_bearer_request_asks_redis_once(client, mint, org_a, monkeypatch):
     token = mint(org_a, user_id=USER)
     warm_bearer(client, token, org_a)
 
     with redis_commands(monkeypatch) as commands:
         assert client.get("/patients/", **bearer(token)).status_code == 200
 
+    # The session state, the organization and the member's identity together.
+    assert commands == ["MGET"]
+
+
+def test_a_new_process_asks_redis_twice(client, mint, org_a, monkeypatch):
+    token = mint(org_a, user_id=USER)
+    warm_bearer(client, token, org_a)
+    monkeypatch.setattr(tenant_cache, "_organization_id_hints", {})  # no Clerk org id seen yet
+
+    with redis_commands(monkeypatch) as commands:
+        assert client.get("/patients/", **bearer(token)).status_code == 200
+
     # The Clerk-org lookup with the session state, then the organization with the member's identity.
     assert commands == ["MGET", "MGET"]
+
+
+def test_a_wrong_organization_hint_never_serves_that_organization(client, mint, org_a, org_b, patients, monkeypatch):
+    token_a = mint(org_a, user_id=USER)
+    warm_bearer(client, token_a, org_a)
+    warm_bearer(client, mint(org_b, user_id=USER), org_b)
+    # A bug that pointed A's Clerk id at B, whose row and identity are cached:
+    monkeypatch.setitem(tenant_cache._organization_id_hints, org_a.clerk_org_id, str(org_b.pk))
+
+    page = client.get("/patients/", **bearer(token_a)).content.decode()
+
+    assert "Quixote" in page and "Zanzibar" not in page
+    assert tenant_cache._organization_id_hints[org_a.clerk_org_id] == str(org_a.pk)  # put right
 
 
 def test_a_warm_session_answers_the_organization_and_membership_lookups(client, mint, org_a):
