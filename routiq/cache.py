@@ -10,8 +10,9 @@ Rules this module enforces, so callers cannot get them wrong:
   it refuses anything that is not an organization id. The one exception is ``lookup_key`` (Clerk org id ->
   organization id), whose value is the organization id itself. Non-tenant values use ``public_key``
   (allow-listed by the key-audit test). The deploy's CACHE_KEY_VERSION and KEY_SHAPE below are in every key.
-- **Each value carries its owner** (the organization id, or "public") and ``get`` drops a value whose owner is
-  not the key's: a key can never serve one organization's value to another, even if a caller built it wrongly.
+- **Each value carries its owner** (the organization id, or "public") and ``get`` (and ``get_many``, one
+  round trip for several keys) drops a value whose owner is not the key's: a key can never serve one
+  organization's value to another, even if a caller built it wrongly.
 - **Populate with ``add`` (set if absent), invalidate with ``forget``** (a short-lived tombstone, written now
   and again after the transaction commits). A request that read the old row just before a change cannot
   store it after the change: its ``add`` finds the tombstone. Plain delete-on-change would let it.
@@ -117,6 +118,23 @@ def get(key: str) -> Any | None:
     except (RedisError, OSError) as exc:
         _failed("get", key, exc)
         return None
+    return _checked(key, entry)
+
+
+def get_many(*keys: str) -> list[Any | None]:
+    """``get`` of each key, in order, in one round trip: for lookups that do not depend on each other."""
+    if not enabled() or not keys:
+        return [None] * len(keys)
+    try:
+        entries = _cache().get_many(keys)
+    except (RedisError, OSError) as exc:
+        _failed("get_many", ",".join(keys), exc)
+        return [None] * len(keys)
+    return [_checked(key, entries.get(key)) for key in keys]
+
+
+def _checked(key: str, entry: Any) -> Any | None:
+    """The value of an entry read under ``key``; None for a miss, a tombstone or a value of another owner."""
     if not isinstance(entry, dict) or entry.get(_FORGOTTEN):
         return None
     owner = key_owner(key)

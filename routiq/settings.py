@@ -259,7 +259,7 @@ CACHE_DASHBOARD_TTL_SECONDS = int(env("CACHE_DASHBOARD_TTL_SECONDS", "300"))
 CACHE_JWKS_TTL_SECONDS = int(env("CACHE_JWKS_TTL_SECONDS", "900"))
 CACHES = {
     "default": {
-        "BACKEND": "routiq.redis_cache.RedisCache",  # one redis-py client per pool (routiq/redis_cache.py)
+        "BACKEND": "routiq.cache_backend.RedisCache",  # Django's, reusing its redis clients
         "LOCATION": CACHE_URL,
         "KEY_PREFIX": CACHE_KEY_PREFIX,
         "VERSION": CACHE_KEY_VERSION,

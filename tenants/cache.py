@@ -8,7 +8,15 @@ What is kept, per key:
 - ``org:<id>:…:identity:<clerk user id>`` — that user's row (without the password hash) and their *active*
   membership of that organization. Only the "let in" answer is cached: removals, demotions, deleted and banned
   users always go to the database (tenants.clerk.authentication), and the services that change any of these
-  forget the key (organization_forget, identity_forget, user_forget).
+  forget the key (organization_forget, identity_forget, user_forget);
+- ``public:…:clerk-session:<clerk session id>`` — "this Clerk session has not ended". Public: a Clerk session
+  spans its user's organizations and the marker holds nothing of any. Only "not ended" is cached; the services
+  that end sessions forget it (clerk_sessions_forget), so a session's next token is refused at once.
+
+A verified token's lookups take one round trip when warm (token_lookups): the session state, the
+organization and the member's identity together, their keys built from the organization id this process last
+saw for the Clerk org id (a hint only: the organization's row must carry that Clerk id). A process that has
+not seen it yet reads the lookup first, with the session state: two round trips.
 
 Values are rebuilt as model instances with ``from_db``; fields left out (secrets) load on first use.
 """
@@ -17,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
 from routiq import cache
-from tenants.models import MembershipStatus, Organization, OrganizationMember, User
+from tenants.models import EndedClerkSession, MembershipStatus, Organization, OrganizationMember, User
 from tenants.rls.binding import bound_organization_id, platform_access, write_alias
 
 # Secrets stay out of the cache; they load from the database when something reads them.
@@ -56,19 +65,36 @@ def identity_key(organization_id, clerk_user_id: str) -> str:
     return cache.org_key(organization_id, "identity", clerk_user_id)
 
 
+def clerk_session_key(clerk_session_id: str) -> str:
+    return cache.public_key("clerk-session", clerk_session_id)
+
+
 # --- organizations ---------------------------------------------------------------------------------------
 
 def organization_get(*, clerk_org_id: str | None = None, pk=None) -> Organization | None:
     """The *active* organization by Clerk id or by id, from the cache or the database; None if none is."""
     organization_id = pk or (cache.get(clerk_organization_key(clerk_org_id)) if clerk_org_id else None)
     if organization_id:
-        values = cache.get(organization_key(organization_id))
-        if values is not None and (clerk_org_id is None or values["clerk_org_id"] == clerk_org_id):
-            return _instance(Organization, values)
+        cached = _cached_organization(cache.get(organization_key(organization_id)), clerk_org_id)
+        if cached is not None:
+            return cached
+    return organization_load(clerk_org_id=clerk_org_id, pk=pk)
+
+
+def _cached_organization(values: dict | None, clerk_org_id: str | None) -> Organization | None:
+    # A stale Clerk-id mapping is harmless: the row must carry the Clerk id asked for.
+    if values is None or (clerk_org_id is not None and values["clerk_org_id"] != clerk_org_id):
+        return None
+    return _instance(Organization, values)
+
+
+def organization_load(*, clerk_org_id: str | None = None, pk=None) -> Organization | None:
+    """The active organization from the database, then cached."""
     lookup = {"clerk_org_id": clerk_org_id} if clerk_org_id else {"pk": pk}
     organization = Organization.objects.filter(**lookup).first()
     if organization is None or not organization.is_active:
         return None
+    _hint_organization_id(organization.clerk_org_id, str(organization.pk))
     ttl = settings.CACHE_IDENTITY_TTL_SECONDS
     cache.add(organization_key(organization.pk), _values(Organization, organization), ttl)
     cache.add(clerk_organization_key(organization.clerk_org_id), str(organization.pk), ttl)
@@ -92,7 +118,10 @@ class CachedIdentity:
 def identity_get(organization: Organization, clerk_user_id: str | None) -> CachedIdentity | None:
     if not clerk_user_id:
         return None
-    entry = cache.get(identity_key(organization.pk, clerk_user_id))
+    return _cached_identity(cache.get(identity_key(organization.pk, clerk_user_id)), organization, clerk_user_id)
+
+
+def _cached_identity(entry: dict | None, organization: Organization, clerk_user_id: str) -> CachedIdentity | None:
     if entry is None:
         return None
     user, membership = _instance(User, entry["user"]), _instance(OrganizationMember, entry["membership"])
@@ -131,6 +160,85 @@ def user_forget(user: User) -> None:
         organization_ids = list(OrganizationMember.objects.filter(user=user).values_list("organization_id",
                                                                                          flat=True))
     cache.forget(*(identity_key(organization_id, user.clerk_user_id) for organization_id in organization_ids),
+                 using=write_alias())
+
+
+# --- a verified token's lookups, together -----------------------------------------------------------------
+
+# Clerk org id -> organization id, as this process last read it. Which organization a Clerk id names never
+# changes, and a wrong hint costs a miss, never a wrong answer (_cached_organization checks the row's Clerk
+# id), so it may be kept without invalidation; it saves the lookup's round trip on nearly every request.
+_organization_id_hints: dict[str, str] = {}
+_HINTS_KEPT = 10_000  # far more organizations than a deployment has; bounded all the same
+
+
+def _hint_organization_id(clerk_org_id: str, organization_id: str) -> None:
+    if len(_organization_id_hints) >= _HINTS_KEPT:
+        _organization_id_hints.clear()
+    _organization_id_hints[clerk_org_id] = organization_id
+
+def _get_many(*keys: str | None) -> list[Any]:
+    """cache.get_many of the keys given; None in the place of each key that is None (nothing to look up)."""
+    present = [key for key in keys if key is not None]
+    found = dict(zip(present, cache.get_many(*present), strict=True))
+    return [None if key is None else found[key] for key in keys]
+
+
+@dataclass(frozen=True)
+class TokenLookups:
+    """What the cache knows for a verified token; each miss (False, None) is for the database to answer."""
+    session_live: bool
+    organization: Organization | None
+    identity: CachedIdentity | None
+
+
+def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, clerk_user_id: str) -> TokenLookups:
+    """One round trip when warm, two while this process has no hint for the Clerk org id (see above). Each value
+    is checked exactly as organization_get, identity_get and clerk_session_ended check it."""
+    session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
+    organization_id = _organization_id_hints.get(clerk_org_id) if clerk_org_id else None
+    if organization_id is None:
+        organization_id, live = _get_many(clerk_organization_key(clerk_org_id) if clerk_org_id else None,
+                                          session_key)
+        values, entry = _get_many(*_organization_keys(organization_id, clerk_user_id))
+    else:
+        live, values, entry = _get_many(session_key, *_organization_keys(organization_id, clerk_user_id))
+    organization = _cached_organization(values, clerk_org_id)
+    identity = None
+    if organization is not None:
+        _hint_organization_id(organization.clerk_org_id, str(organization.pk))
+        identity = _cached_identity(entry, organization, clerk_user_id)
+    return TokenLookups(session_live=live is not None, organization=organization, identity=identity)
+
+
+def _organization_keys(organization_id: str | None, clerk_user_id: str) -> tuple[str | None, str | None]:
+    if not organization_id:
+        return None, None
+    return organization_key(organization_id), identity_key(organization_id, clerk_user_id)
+
+
+# --- Clerk sessions ---------------------------------------------------------------------------------------
+
+def clerk_session_ended(clerk_session_id: str | None) -> bool:
+    """Whether Clerk ended the session (signed out, revoked, user banned): the cache's "not ended", else the
+    database's answer."""
+    if not clerk_session_id:
+        return False
+    return cache.get(clerk_session_key(clerk_session_id)) is None and clerk_session_ended_in_database(
+        clerk_session_id)
+
+
+def clerk_session_ended_in_database(clerk_session_id: str) -> bool:
+    """The database's answer; "not ended" is then cached (an ended session is refused from the database)."""
+    if EndedClerkSession.objects.filter(clerk_session_id=clerk_session_id).exists():
+        return True
+    cache.add(clerk_session_key(clerk_session_id), True, settings.CACHE_IDENTITY_TTL_SECONDS)
+    return False
+
+
+def clerk_sessions_forget(*clerk_session_ids: str) -> None:
+    """With every write of ended_clerk_sessions: the sessions' next tokens are refused even on a warm cache."""
+    cache.forget(*(clerk_session_key(session_id) for session_id in clerk_session_ids if session_id),
                  using=write_alias())
 
 

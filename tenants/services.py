@@ -202,10 +202,6 @@ def portal_session_record(*, session_key: str, clerk_session_id: str, user: User
                                         defaults={"clerk_session_id": clerk_session_id, "user": user})
 
 
-def clerk_session_is_ended(clerk_session_id: str | None) -> bool:
-    return bool(clerk_session_id) and EndedClerkSession.objects.filter(clerk_session_id=clerk_session_id).exists()
-
-
 def clerk_session_end(*, clerk_session_id: str, reason: str, clerk_user_id: str = "", actor: User | None = None,
                       actor_label: str = "") -> int:
     """Clerk ended a session (or the user signed out): refuse its remaining tokens, delete the portal sessions
@@ -214,6 +210,7 @@ def clerk_session_end(*, clerk_session_id: str, reason: str, clerk_user_id: str 
         EndedClerkSession.objects.get_or_create(
             clerk_session_id=clerk_session_id, defaults={"clerk_user_id": clerk_user_id, "reason": reason}
         )
+        tenant_cache.clerk_sessions_forget(clerk_session_id)
         return _end_portal_sessions(PortalSession.objects.filter(clerk_session_id=clerk_session_id), reason=reason,
                                     actor=actor, actor_label=actor_label)
 
@@ -242,10 +239,12 @@ def user_ban_set(*, user: User, banned: bool, actor_label: str = "") -> None:
 
 def _end_user_sessions(*, user: User, reason: str, actor_label: str) -> None:
     portal_sessions = PortalSession.objects.filter(user=user)
-    for clerk_session_id in set(portal_sessions.values_list("clerk_session_id", flat=True)):
+    clerk_session_ids = set(portal_sessions.values_list("clerk_session_id", flat=True))
+    for clerk_session_id in clerk_session_ids:
         EndedClerkSession.objects.get_or_create(
             clerk_session_id=clerk_session_id, defaults={"clerk_user_id": user.clerk_user_id or "", "reason": reason}
         )
+    tenant_cache.clerk_sessions_forget(*clerk_session_ids)
     _end_portal_sessions(portal_sessions, reason=reason, actor_label=actor_label)
 
 

@@ -10,6 +10,7 @@ from django.core.cache import caches
 from django.db import transaction
 
 from routiq import cache
+from routiq.testing.redis_commands import redis_commands
 
 pytestmark = pytest.mark.django_db  # forget() registers its second tombstone with the connection's transaction
 ORGANIZATION = uuid.uuid4()
@@ -31,6 +32,32 @@ def test_a_lookup_value_must_name_its_owner():
 
     caches["default"].set(key, {"owner": str(uuid.uuid4()), "value": str(ORGANIZATION)})
     assert cache.get(key) is None
+
+
+def test_get_many_answers_each_key_as_get_does_in_one_round_trip(monkeypatch):
+    other = uuid.uuid4()
+    mine, misfiled = cache.org_key(ORGANIZATION, "figures"), cache.org_key(other, "figures")
+    lookup, bad_lookup = cache.lookup_key("clerk-org", "org_m"), cache.lookup_key("clerk-org", "org_n")
+    forgotten, public, absent = cache.org_key(ORGANIZATION, "gone"), cache.public_key("p"), cache.org_key(other, "no")
+    cache.add(mine, {"n": 1}, 60)
+    caches["default"].set(misfiled, {"owner": str(ORGANIZATION), "value": {"n": 2}})  # A's value under B's key
+    cache.add(lookup, str(ORGANIZATION), 60)
+    caches["default"].set(bad_lookup, {"owner": str(other), "value": str(ORGANIZATION)})
+    cache.add(forgotten, "old", 60)
+    cache.forget(forgotten)
+    cache.replace(public, {"keys": []}, 60)
+    keys = (mine, misfiled, lookup, bad_lookup, forgotten, public, absent)
+
+    with redis_commands(monkeypatch) as commands:
+        answers = cache.get_many(*keys)
+
+    assert answers == [{"n": 1}, None, str(ORGANIZATION), None, None, {"keys": []}, None]
+    assert commands == ["MGET"]
+    assert answers == [cache.get(key) for key in keys]
+
+
+def test_get_many_of_no_keys_is_empty():
+    assert cache.get_many() == []
 
 
 def test_a_reader_cannot_store_what_it_read_before_a_change():
@@ -92,6 +119,7 @@ def test_switched_off_the_cache_is_not_read_but_changes_still_tombstone(settings
     settings.CACHE_ENABLED = False
 
     assert cache.get(key) is None
+    assert cache.get_many(key, key) == [None, None]
     cache.forget(key)
     settings.CACHE_ENABLED = True
     assert cache.get(key) is None
@@ -112,13 +140,17 @@ def test_redis_down_is_a_miss_and_reads_skip_it_for_a_while(cache_unreachable, c
     assert cache.enabled()
 
 
-def test_the_backend_reuses_one_redis_client_and_still_round_trips():
-    backend = caches["default"]._cache  # routiq.redis_cache: Django's builds a redis.Redis per operation
-    key = cache.org_key(ORGANIZATION, "reused")
+def test_redis_down_get_many_is_all_misses_and_reads_skip_it_for_a_while(cache_unreachable, caplog):
+    keys = (cache.org_key(ORGANIZATION, "x"), cache.lookup_key("clerk-org", "org_x"))
 
-    cache.add(key, {"n": 1}, 60)
+    assert cache.get_many(*keys) == [None, None]
 
-    assert backend.get_client(write=False) is backend.get_client(write=True)
-    assert cache.get(key) == {"n": 1}
-    cache.forget(key)
-    assert cache.get(key) is None
+    assert "cache unavailable, using the database: get_many" in caplog.text
+    assert not cache.enabled()
+
+
+def test_the_backend_builds_one_redis_client_per_pool_not_one_per_call():
+    client = caches["default"]._cache
+
+    assert client.get_client(write=True) is client.get_client(write=True)
+    assert client.get_client() is client.get_client()

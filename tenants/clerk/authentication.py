@@ -68,16 +68,23 @@ def verifier() -> ClerkTokenVerifier:
 def active_organization(*, clerk_org_id: str | None = None, pk: str | None = None) -> Organization:
     if not clerk_org_id and not pk:
         raise AccessDenied("No active organization: choose one in Clerk.")
+    return require_active(tenant_cache.organization_get(clerk_org_id=clerk_org_id, pk=pk))
+
+
+def require_active(organization: Organization | None) -> Organization:
     # Cached (tenants/cache.py); deactivation forgets it, so an inactive organization is refused at once.
-    organization = tenant_cache.organization_get(clerk_org_id=clerk_org_id, pk=pk)
     if organization is None or not organization.is_active:
         raise AccessDenied("This organization does not exist or is not active.")
     return organization
 
 
-def identity_from_claims(claims: SessionClaims) -> PortalIdentity:
-    organization = active_organization(clerk_org_id=claims.organization_id)
-    cached = tenant_cache.identity_get(organization, claims.user_id)
+def identity_from_claims(claims: SessionClaims, lookups: tenant_cache.TokenLookups) -> PortalIdentity:
+    """The identity a verified token speaks for; ``lookups`` is what the cache already answered for it."""
+    if lookups.organization is not None:
+        organization, cached = require_active(lookups.organization), lookups.identity
+    else:
+        organization = active_organization(clerk_org_id=claims.organization_id)
+        cached = tenant_cache.identity_get(organization, claims.user_id)
     if cached is not None and token_agrees(cached.membership, claims):
         return PortalIdentity(user=cached.user, organization=organization, membership=cached.membership)
     # get_or_create: a new user's first requests often arrive together.

@@ -4,7 +4,9 @@ The token comes from the ``__session`` cookie or an ``Authorization: Bearer``
 header. It is an RS256 JWT that lives about 60 seconds, so it is verified
 locally against either a PEM public key (``CLERK_JWT_KEY``) or a JWKS document
 (``CLERK_JWKS_URL``) that is fetched once and cached by ``kid``, in the process and, given a
-``jwks_store``, in a store every process shares (a new worker asks it before Clerk).
+``jwks_store``, in a store every process shares (a new worker asks it before Clerk). A token verified in full
+is remembered (bounded, by its hash) for the rest of its life, so the client's next requests cost no RS256
+check; its exp/nbf are checked again on every use (``ClerkTokenVerifier._remembered``).
 
 No Django imports: configuration is passed in so this stays a plain, testable
 module; the middleware owns reading settings and turning ``TokenError`` into
@@ -14,9 +16,11 @@ an anonymous request.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +45,8 @@ _DECODE_OPTIONS: Options = {
     "verify_iss": False,
 }
 _ORG_ROLE_PREFIX = "org:"
+# Verified tokens remembered per process: far more than the tokens alive at once in a worker (each lives ~60 s).
+_VERIFIED_MEMO_SIZE = 4096
 
 
 class JwksStore(Protocol):
@@ -89,6 +95,46 @@ _PYJWT_REASONS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class _Verified:
+    claims: SessionClaims
+    kid: str | None
+    key: RSAPublicKey  # the key object that checked the signature
+    not_before: int  # iat, or nbf if later
+    expires: int
+
+
+class _VerifiedTokens:
+    """A bounded LRU of tokens that passed full verification, by the SHA-256 of the whole token (so the tokens
+    themselves, bearer credentials, are not kept)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[bytes, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: bytes) -> _Verified | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is not None:
+                self._entries.move_to_end(digest)
+            return entry
+
+    def put(self, digest: bytes, entry: _Verified) -> None:
+        with self._lock:
+            self._entries[digest] = entry
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+    def drop(self, digest: bytes) -> None:
+        with self._lock:
+            self._entries.pop(digest, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class ClerkTokenVerifier:
     """Verifies Clerk session tokens; safe to share between threads."""
 
@@ -102,6 +148,7 @@ class ClerkTokenVerifier:
         jwks_refetch_interval_seconds: float = 300,
         http_timeout_seconds: float = 3,
         jwks_store: JwksStore | None = None,
+        verified_memo_size: int = _VERIFIED_MEMO_SIZE,
     ) -> None:
         if isinstance(authorized_parties, str):
             # A bare string would silently become a set of characters.
@@ -126,6 +173,7 @@ class ClerkTokenVerifier:
         self._jwks_keys: dict[str, RSAPublicKey] = {}
         self._last_fetch_at: float | None = None
         self._fetch_count = 0
+        self._verified = _VerifiedTokens(verified_memo_size)
 
     @property
     def jwks_fetch_count(self) -> int:
@@ -150,20 +198,49 @@ class ClerkTokenVerifier:
         if len(token) > _MAX_TOKEN_CHARS:
             raise TokenError("malformed", "token too long")
 
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        remembered = self._remembered(digest)
+        if remembered is not None:
+            return remembered
+
         header = _peek_header(token)
         # Checked before key lookup so "none"/HS256 tokens never reach a key
         # (PyJWT's allow-list below is the second line of defence).
         if header.get("alg") != _ALGORITHM:
             raise TokenError("bad-algorithm", "only RS256 tokens are accepted")
 
-        payload = jwt.decode(
-            token,
-            self._key_for(header),
-            algorithms=[_ALGORITHM],
-            leeway=self._leeway,
-            options=_DECODE_OPTIONS,
-        )
-        return self._claims_from(payload)
+        key = self._key_for(header)
+        payload = jwt.decode(token, key, algorithms=[_ALGORITHM], leeway=self._leeway, options=_DECODE_OPTIONS)
+        claims = self._claims_from(payload)
+        # Only now, with the signature and every claim checked (PyJWT has checked that these convert with int()).
+        issued_at, not_before = int(payload["iat"]), payload.get("nbf")
+        self._verified.put(digest, _Verified(
+            claims=claims, kid=header.get("kid"), key=key, expires=int(payload["exp"]),
+            not_before=issued_at if not_before is None else max(issued_at, int(not_before)),
+        ))
+        return claims
+
+    def _remembered(self, digest: bytes) -> SessionClaims | None:
+        """The claims of a token this verifier checked in full lately, still within its times; else None.
+
+        A client sends the same token for its whole life (~60 s), and an RS256 check with the JSON parsing
+        around it is most of what signing in costs per request. Only the very same string hits (the hash covers
+        the signature), so a forged or altered token is always verified in full. exp and nbf/iat are checked
+        again here, with the leeway, exactly as PyJWT checks them: an expired token is refused as before.
+        Key rotation: an entry is served only while the verifier still holds the very key object that checked
+        it — a JWKS refetch builds new ones, so every token is verified again after it. A key Clerk withdrew is
+        seen at a refetch, as without the memo; a remembered token outlives nothing beyond its exp (~60 s).
+        """
+        entry = self._verified.get(digest)
+        if entry is None or entry.key is not self._held_key(entry.kid):
+            return None
+        now = time.time()
+        if entry.expires <= now - self._leeway:
+            self._verified.drop(digest)
+            raise jwt.ExpiredSignatureError("Signature has expired")
+        if entry.not_before > now + self._leeway:  # only if the clock went back
+            raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+        return entry.claims
 
     def _claims_from(self, payload: Mapping[str, Any]) -> SessionClaims:
         if payload.get("sts") == "pending":
@@ -213,6 +290,9 @@ class ClerkTokenVerifier:
         )
 
     # -- keys ---------------------------------------------------------------
+
+    def _held_key(self, kid: str | None) -> RSAPublicKey | None:
+        return self._static_key if self._static_key is not None else self._jwks_keys.get(kid or "")
 
     def _key_for(self, header: Mapping[str, Any]) -> RSAPublicKey:
         if self._static_key is not None:

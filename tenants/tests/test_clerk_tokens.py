@@ -367,6 +367,91 @@ def test_mutated_tokens_only_ever_raise_token_error(verifier: ClerkTokenVerifier
             pass  # any other exception type fails the test
 
 
+# -- remembered tokens ---------------------------------------------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token PyJWT decodes (signature and claims checked) during the test."""
+    seen: list[str] = []
+    original = jwt.decode
+
+    def spy(token: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(token)
+        return original(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", spy)
+    return seen
+
+
+def test_a_token_sent_again_is_checked_in_full_once(
+    verifier: ClerkTokenVerifier, key: SigningKey, decodes: list[str]
+) -> None:
+    token = mint_session_token(key, user_id="user_1", organization_id="org_1", session_id="sess_1", azp=ORIGIN)
+
+    answers = [verifier.verify(token) for _ in range(3)]
+
+    assert decodes == [token]
+    assert answers[0] == answers[1] == answers[2]
+    assert (answers[2].user_id, answers[2].organization_id, answers[2].session_id) == ("user_1", "org_1", "sess_1")
+
+
+def test_a_remembered_token_is_refused_once_it_expires(key: SigningKey) -> None:
+    strict = ClerkTokenVerifier(jwt_key_pem=key.public_pem(), authorized_parties=[ORIGIN], leeway_seconds=0)
+    token = mint_session_token(key, user_id="u", issued_at=ago(58.5), azp=ORIGIN)  # exp within 0.5-1.5 s
+    assert strict.verify(token).user_id == "u"
+
+    time.sleep(1.6)
+
+    assert reason_of(strict, token) == "expired"
+    assert reason_of(strict, token) == "expired"
+
+
+def test_an_altered_remembered_token_is_checked_in_full_and_refused(
+    verifier: ClerkTokenVerifier, key: SigningKey, decodes: list[str]
+) -> None:
+    token = mint_session_token(key, user_id="u", azp=ORIGIN)
+    verifier.verify(token)
+    promoted = forge_token_tampered_payload(token, sub="user_admin")
+    resigned = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+
+    assert reason_of(verifier, promoted) == "bad-signature"
+    assert reason_of(verifier, resigned) in ("bad-signature", "malformed")
+    assert decodes == [token, promoted, resigned]
+
+
+def test_a_refused_token_is_not_remembered(verifier: ClerkTokenVerifier, key: SigningKey, decodes: list[str]) -> None:
+    token = mint_session_token(key, user_id="u", azp="https://evil.example")
+
+    assert [reason_of(verifier, token) for _ in range(2)] == ["unauthorized-party"] * 2
+    assert decodes == [token, token]
+
+
+def test_the_memo_is_bounded_and_forgets_the_least_recently_used(key: SigningKey, decodes: list[str]) -> None:
+    small = ClerkTokenVerifier(jwt_key_pem=key.public_pem(), authorized_parties=[], verified_memo_size=2)
+    first, second, third = (mint_session_token(key, user_id=f"user_{n}") for n in range(3))
+
+    for token in (first, second, first, third, first, second):
+        small.verify(token)
+
+    # first stays (used again before third came); second made room for third, so it is checked again.
+    assert decodes == [first, second, third, second]
+
+
+def test_a_remembered_token_is_checked_again_once_its_key_is_withdrawn(
+    jwks_server: JWKSServer, key: SigningKey, other_key: SigningKey
+) -> None:
+    verifier = jwks_verifier(jwks_server, jwks_refetch_interval_seconds=0.05)
+    old = mint_session_token(key, user_id="u", azp=ORIGIN)
+    assert verifier.verify(old).user_id == "u"
+
+    jwks_server.set_keys([other_key])  # Clerk rotated key-a out
+    time.sleep(0.06)
+    assert verifier.verify(mint_session_token(other_key, user_id="v", azp=ORIGIN)).user_id == "v"  # the refetch
+
+    assert reason_of(verifier, old) == "unknown-kid"
+
+
 # -- svix -----------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from routiq import cache
 from routiq.testing.clerk_fixtures import bearer
 from routiq.testing.clerk_fixtures import test_signing_key as signing_key
 from routiq.testing.clerk_stub import JWKSServer
+from routiq.testing.redis_commands import redis_commands
 from tenants import cache as tenant_cache
 from tenants import services
 from tenants.clerk.authentication import verifier
@@ -27,7 +28,7 @@ from tenants.tests.test_clerk_webhooks import SECRET, membership_data, post_even
 
 pytestmark = pytest.mark.django_db
 USER = "user_cache_shared"
-IDENTITY_TABLES = ('"organizations"', '"organization_members"', '"users"')
+IDENTITY_TABLES = ('"organizations"', '"organization_members"', '"users"', '"ended_clerk_sessions"')
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +82,43 @@ def test_a_warm_cache_answers_the_organization_user_and_membership_lookups(clien
 
     assert identity_queries(client, **bearer(token)) == []
     settings.CACHE_ENABLED = False
-    assert len(identity_queries(client, **bearer(token))) == 3  # organization, user, membership
+    assert len(identity_queries(client, **bearer(token))) == 4  # organization, user, membership, ended session
+
+
+def test_a_warm_bearer_request_asks_redis_once(client, mint, org_a, monkeypatch):
+    token = mint(org_a, user_id=USER)
+    warm_bearer(client, token, org_a)
+
+    with redis_commands(monkeypatch) as commands:
+        assert client.get("/patients/", **bearer(token)).status_code == 200
+
+    # The session state, the organization and the member's identity together.
+    assert commands == ["MGET"]
+
+
+def test_a_new_process_asks_redis_twice(client, mint, org_a, monkeypatch):
+    token = mint(org_a, user_id=USER)
+    warm_bearer(client, token, org_a)
+    monkeypatch.setattr(tenant_cache, "_organization_id_hints", {})  # no Clerk org id seen yet
+
+    with redis_commands(monkeypatch) as commands:
+        assert client.get("/patients/", **bearer(token)).status_code == 200
+
+    # The Clerk-org lookup with the session state, then the organization with the member's identity.
+    assert commands == ["MGET", "MGET"]
+
+
+def test_a_wrong_organization_hint_never_serves_that_organization(client, mint, org_a, org_b, patients, monkeypatch):
+    token_a = mint(org_a, user_id=USER)
+    warm_bearer(client, token_a, org_a)
+    warm_bearer(client, mint(org_b, user_id=USER), org_b)
+    # A bug that pointed A's Clerk id at B, whose row and identity are cached:
+    monkeypatch.setitem(tenant_cache._organization_id_hints, org_a.clerk_org_id, str(org_b.pk))
+
+    page = client.get("/patients/", **bearer(token_a)).content.decode()
+
+    assert "Quixote" in page and "Zanzibar" not in page
+    assert tenant_cache._organization_id_hints[org_a.clerk_org_id] == str(org_a.pk)  # put right
 
 
 def test_a_warm_session_answers_the_organization_and_membership_lookups(client, mint, org_a):
@@ -89,6 +126,47 @@ def test_a_warm_session_answers_the_organization_and_membership_lookups(client, 
 
     # Django's own session user load is the one left (it checks the session hash against the password).
     assert len(identity_queries(client)) == 1
+
+
+# --- a Clerk session ended is refused by the very next request -------------------------------------------------
+
+SESSION = "sess_cache_ending"
+
+
+def end_session_by_webhook(client):
+    response = post_event(client, "session.ended", {"id": SESSION, "user_id": USER, "object": "session"})
+    assert response.json() == {"status": "processed"}
+
+
+@pytest.mark.parametrize("path", ["bearer", "cookie"])
+def test_a_session_ended_by_webhook_is_refused_at_once_on_a_warm_cache(client, mint, org_a, path):
+    token = mint(org_a, user_id=USER, session_id=SESSION)
+    if path == "bearer":
+        warm_bearer(client, token, org_a)
+        credentials = bearer(token)
+    else:
+        warm_session(client, token, org_a)
+        client.cookies["__session"] = token  # Clerk's script sends the token with every request
+        credentials = {}
+    queries = identity_queries(client, **credentials)
+    assert cache.get(tenant_cache.clerk_session_key(SESSION)) is True  # "not ended", cached ...
+    assert [query for query in queries if "ended_clerk_sessions" in query] == []  # ... and answered from Redis
+
+    end_session_by_webhook(client)
+
+    response = client.get("/patients/", **credentials)
+    assert response.status_code == 401
+    assert (response.json() if path == "bearer" else response.context)["reason"] == "session-ended"
+    assert cache.get(tenant_cache.clerk_session_key(SESSION)) is None
+
+
+def test_a_ban_forgets_the_users_sessions_not_ended_answer(client, mint, org_a):
+    warm_session(client, mint(org_a, user_id=USER, session_id=SESSION), org_a)
+    assert cache.get(tenant_cache.clerk_session_key(SESSION)) is True
+
+    ban_by_webhook(client, org_a)
+
+    assert cache.get(tenant_cache.clerk_session_key(SESSION)) is None
 
 
 # --- changes are seen by the very next request ----------------------------------------------------------------
@@ -258,8 +336,14 @@ def test_every_key_written_names_exactly_one_organization_and_holds_only_its_dat
         assert b"Zanzibar" not in blob and b"Quixote" not in blob, key  # no patient in any value
         assert b"webhook_token" not in blob and b"password" not in blob, key
         named = {identifier for identifier in identifiers if identifier in key}
+        if key.startswith(cache.public_key("clerk-session")):  # the allow-list of public values: this and JWKS
+            # "not ended" (or its tombstone), nothing else
+            assert named == set() and entry in ({"owner": "public", "value": True},
+                                                {"owner": "public", "forgotten": True}), key
+            kinds.add("session")
+            continue
         if key.startswith("public:"):
-            assert key.startswith(cache.public_key("clerk-jwks")) and named == set(), key  # the allow-list
+            assert key.startswith(cache.public_key("clerk-jwks")) and named == set(), key
             assert entry["owner"] == "public" and all("d" not in jwk for jwk in entry["value"]["keys"])
             kinds.add("jwks")
             continue
@@ -283,7 +367,7 @@ def test_every_key_written_names_exactly_one_organization_and_holds_only_its_dat
         else:
             assert key.startswith(cache.org_key(owner, "dashboard")), key
             kinds.add("dashboard")
-    assert kinds == {"jwks", "lookup", "tombstone", "organization", "identity", "dashboard"}
+    assert kinds == {"jwks", "session", "lookup", "tombstone", "organization", "identity", "dashboard"}
 
 
 # --- Redis down -------------------------------------------------------------------------------------------------
