@@ -69,7 +69,20 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
             raise ImproperlyConfigured("Database schema not set. Did you forget to call set_schema() or set_tenant()?")
         return ",".join(quote_schema_name(schema) for schema in self._get_cursor_search_paths())
 
-    def _send_session_settings(self, cursor=None) -> None:
+    def is_usable(self) -> bool:
+        """Django's health check (CONN_HEALTH_CHECKS), run before a persistent connection's first statement in
+        each request. When the session settings are due anyway — a signed-in request binds its organization —
+        sending them is the check: one round trip where ``SELECT 1`` and then the settings made two."""
+        if self.connection is None or not self._session_settings_due():
+            return super().is_usable()
+        return self._send_session_settings()
+
+    def _session_settings_due(self) -> bool:
+        return self._search_path_wanted() is not None or (rls_organization_setting(),
+                                                          self._wanted_role()) != self._rls_sent
+
+    def _send_session_settings(self, cursor=None) -> bool:
+        """Send what the connection lacks of the search_path and the RLS identity; False if that failed."""
         search_path = self._search_path_wanted()
         wanted_rls = (rls_organization_setting(), self._wanted_role())
         assignments: list[tuple[str, str]] = []
@@ -78,7 +91,7 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         if wanted_rls != self._rls_sent:
             assignments.append((ORGANIZATION_SETTING, wanted_rls[0]))
         if not assignments:
-            return
+            return True
         raw_cursor = self.connection.cursor() if cursor is None else cursor
         try:
             raw_cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(assignments)),
@@ -92,12 +105,15 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
             # The transaction has already failed; the caller's next statement fails too and rolls back.
             # Raising here would break Django's savepoint handling (a failed savepoint must be rolled back
             # by the atomic block that owns it, not by an error from inside cursor creation).
+            # (As the health check: the connection is then closed, and a new one gets the settings.)
             self.search_path_set_schemas = None
             self._rls_sent = None
+            return False
         else:
             if search_path is not None:
                 self.search_path_set_schemas = self._get_cursor_search_paths()
             self._rls_sent = wanted_rls
+            return True
         finally:
             if cursor is None:
                 raw_cursor.close()
