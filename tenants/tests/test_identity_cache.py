@@ -22,7 +22,7 @@ from tenants import cache as tenant_cache
 from tenants import services
 from tenants.clerk.authentication import verifier
 from tenants.clerk.tokens import ClerkTokenVerifier
-from tenants.models import OrganizationMember, User
+from tenants.models import Organization, OrganizationMember, User
 from tenants.rls.binding import bind_organization
 from tenants.tests.test_clerk_webhooks import SECRET, membership_data, post_event, user_data
 
@@ -488,3 +488,25 @@ def test_an_organization_deactivated_in_the_admin_change_form_is_refused_at_once
 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert client.get("/patients/", **bearer(token)).status_code == 403
+
+
+@pytest.mark.parametrize("model", [Organization, User, OrganizationMember])
+def test_a_cached_row_is_rebuilt_as_from_db_builds_it_and_its_secret_loads_on_use(org_a, model):
+    with bind_organization(org_a):
+        user = User.objects.create_user(username="rebuilt", password="correct horse battery staple")
+        member = services.membership_upsert(organization=org_a, user=user, role="member", clerk_role="org:member",
+                                            actor=None, actor_label="test")
+    row = {Organization: org_a, User: user, OrganizationMember: member}[model]
+    values = tenant_cache._values(model, row)
+    names = [name for name in tenant_cache._fields(model) if name in values]
+
+    rebuilt = tenant_cache._instance(model, values)
+    loaded = model.from_db("default", names, [values[name] for name in names])
+
+    assert {k: v for k, v in vars(rebuilt).items() if k != "_state"} == {
+        k: v for k, v in vars(loaded).items() if k != "_state"}
+    assert (rebuilt._state.adding, rebuilt._state.db) == (False, "default")
+    assert rebuilt.get_deferred_fields() == loaded.get_deferred_fields() == tenant_cache.NOT_CACHED[model]
+    if model is User:
+        with bind_organization(org_a):
+            assert rebuilt.check_password("correct horse battery staple")  # the deferred hash, loaded on use
