@@ -47,3 +47,12 @@ def on_starting(server) -> None:
     except SystemCheckError as exc:
         server.log.error("refusing to start:\n%s", exc)
         sys.exit(1)
+
+
+def post_worker_init(worker) -> None:
+    """Move everything loaded at start-up (Django, the URL conf, templates: about 100,000 objects) out of the
+    garbage collector's reach: a full collection then scans only what requests made, and stops a worker for a
+    few milliseconds, not the 25-90 ms measured before, which landed on whichever requests queued behind it."""
+    import gc
+
+    gc.freeze()

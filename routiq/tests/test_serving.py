@@ -3,8 +3,10 @@ serves a hashed name with a one-year immutable Cache-Control (and never the page
 
 from __future__ import annotations
 
+import gc
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +53,14 @@ def test_gunicorn_refuses_to_start_when_a_system_check_fails():
 def test_the_load_tests_bare_view_is_not_mounted_unless_asked_for(client, settings):
     assert settings.ROUTIQ_LOADTEST_BARE_VIEW is False
     assert client.get("/loadtest/bare-patients/").status_code == 404
+
+
+def test_a_gunicorn_worker_freezes_what_it_loaded_at_start_out_of_the_collectors_reach():
+    settings_module = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    gc.unfreeze()
+    try:
+        settings_module["post_worker_init"](worker=None)
+
+        assert gc.get_freeze_count() > 10_000  # this process's modules, Django's among them
+    finally:
+        gc.unfreeze()
