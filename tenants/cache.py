@@ -203,7 +203,8 @@ class TokenLookups:
 
 def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, clerk_user_id: str) -> TokenLookups:
     """One round trip when warm, two while this process has no hint for the Clerk org id (see above). Each value
-    is checked exactly as organization_get, identity_get and clerk_session_ended check it."""
+    is checked exactly as organization_get and identity_get check it; a session not known to be live is for
+    clerk_session_ended_in_database to answer."""
     session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
     organization_id = _organization_id_hints.get(clerk_org_id) if clerk_org_id else None
     if organization_id is None:
@@ -220,6 +221,19 @@ def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, cle
     return TokenLookups(session_live=live is not None, organization=organization, identity=identity)
 
 
+def session_lookups(*, clerk_session_id: str | None, organization_id: str, clerk_user_id: str | None) -> TokenLookups:
+    """A portal session's lookups in one round trip: the organization it was opened for (its id is in the session),
+    the member's identity and the Clerk session's state; each checked as token_lookups checks it."""
+    session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
+    member_key = identity_key(organization_id, clerk_user_id) if clerk_user_id else None
+    live, values, entry = _get_many(session_key, organization_key(organization_id), member_key)
+    organization = _cached_organization(values, None)
+    identity = None
+    if organization is not None and clerk_user_id:
+        identity = _cached_identity(entry, organization, clerk_user_id)
+    return TokenLookups(session_live=live is not None, organization=organization, identity=identity)
+
+
 def _organization_keys(organization_id: str | None, clerk_user_id: str) -> tuple[str | None, str | None]:
     if not organization_id:
         return None, None
@@ -227,15 +241,6 @@ def _organization_keys(organization_id: str | None, clerk_user_id: str) -> tuple
 
 
 # --- Clerk sessions ---------------------------------------------------------------------------------------
-
-def clerk_session_ended(clerk_session_id: str | None) -> bool:
-    """Whether Clerk ended the session (signed out, revoked, user banned): the cache's "not ended", else the
-    database's answer."""
-    if not clerk_session_id:
-        return False
-    return cache.get(clerk_session_key(clerk_session_id)) is None and clerk_session_ended_in_database(
-        clerk_session_id)
-
 
 def clerk_session_ended_in_database(clerk_session_id: str) -> bool:
     """The database's answer; "not ended" is then cached (an ended session is refused from the database)."""

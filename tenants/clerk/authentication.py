@@ -132,12 +132,16 @@ def membership_from_claims(organization: Organization, user: User, claims: Sessi
     )
 
 
-def identity_from_session(user: User, organization_pk: str) -> PortalIdentity:
-    """Re-check, on every request, what the session was opened with: webhooks may have removed it since."""
+def identity_from_session(user: User, organization_pk: str, lookups: tenant_cache.TokenLookups) -> PortalIdentity:
+    """Re-check, on every request, what the session was opened with: webhooks may have removed it since.
+    ``lookups`` is what the cache already answered for the session (tenant_cache.session_lookups)."""
     if not user.is_authenticated or user.deleted_at or not user.is_active:
         raise AccessDenied("This user has been removed.")
-    organization = active_organization(pk=organization_pk)
-    cached = tenant_cache.identity_get(organization, user.clerk_user_id)
+    if lookups.organization is not None:
+        organization, cached = require_active(lookups.organization), lookups.identity
+    else:
+        organization = active_organization(pk=organization_pk)
+        cached = tenant_cache.identity_get(organization, user.clerk_user_id)
     if cached is not None and cached.membership.user_id == user.pk:
         cached.membership.user = user
         return PortalIdentity(user=user, organization=organization, membership=cached.membership)

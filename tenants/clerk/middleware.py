@@ -185,10 +185,14 @@ class ClerkOrganizationMiddleware:
         if session_is_idle(session.get(SESSION_LAST_SEEN)):
             session.flush()
             raise Unauthenticated("idle-timeout")
-        if tenant_cache.clerk_session_ended(session.get(SESSION_CLERK_SESSION)):
+        clerk_session_id = session.get(SESSION_CLERK_SESSION)
+        lookups = tenant_cache.session_lookups(clerk_session_id=clerk_session_id, organization_id=organization_pk,
+                                               clerk_user_id=request.user.clerk_user_id)
+        if not lookups.session_live and clerk_session_id and tenant_cache.clerk_session_ended_in_database(
+                clerk_session_id):
             session.flush()
             raise Unauthenticated("session-ended")
-        identity = identity_from_session(request.user, organization_pk)
+        identity = identity_from_session(request.user, organization_pk, lookups)
         touch(session)
         return identity
 

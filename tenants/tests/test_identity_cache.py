@@ -128,6 +128,16 @@ def test_a_warm_session_answers_the_organization_and_membership_lookups(client, 
     assert len(identity_queries(client)) == 1
 
 
+def test_a_warm_session_asks_redis_once(client, mint, org_a, monkeypatch):
+    warm_session(client, mint(org_a, user_id=USER), org_a)
+
+    with redis_commands(monkeypatch) as commands:
+        assert client.get("/patients/").status_code == 200
+
+    # The Clerk session's state, the organization and the member's identity together.
+    assert commands == ["MGET"]
+
+
 # --- a Clerk session ended is refused by the very next request -------------------------------------------------
 
 SESSION = "sess_cache_ending"
