@@ -374,4 +374,7 @@ ROUTIQ_SCHEDULE: list[dict[str, Any]] = [
     {"name": "sync-log-pruning", "func": "tenants.maintenance_jobs.prune_sync_logs", "every_seconds": 24 * 3600},
     {"name": "session-record-pruning", "func": "tenants.maintenance_jobs.prune_session_records",
      "every_seconds": 24 * 3600},
+    # The owner-role worker's: the first hour of a month, the template new clinics are cloned from is rebuilt.
+    {"name": "schema-template", "func": "tenants.jobs.refresh_schema_template", "every_seconds": 3600,
+     "queue": "provisioning"},
 ]

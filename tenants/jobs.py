@@ -7,6 +7,7 @@ import logging
 from django.db import connection, transaction
 
 from tenants.models import Organization
+from tenants.provisioning import current_template, template_ensure
 from tenants.services import organization_create
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,9 @@ def provision_organization(clerk_org_id: str, name: str, slug: str | None = None
     still going): a transaction-scoped advisory lock on the Clerk id makes the second wait for the first and
     then find the organization there, instead of both inserting it (seen as a deadlock on the slug index).
     """
+    # Before the transaction: a stale template (a new month, a deploy) can only be rebuilt outside one, and
+    # inside it organization_create would migrate the schema instead, several times slower.
+    template = current_template()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('tenants.provision'), hashtext(%s))",
@@ -30,5 +34,13 @@ def provision_organization(clerk_org_id: str, name: str, slug: str | None = None
         if slug and Organization.objects.filter(slug=slug).exists():
             slug = None
         organization = organization_create(name=name, clerk_org_id=clerk_org_id, slug=slug,
-                                           actor_label="clerk-webhook")
+                                           actor_label="clerk-webhook", template=template)
     return str(organization.pk)
+
+
+def refresh_schema_template() -> str:
+    """Hourly, on the provisioning queue (owner role): rebuild the template schema when a new month or a deploy
+    made it stale, so that no clinic's sign-up waits for the rebuild. 'current', 'rebuilt' or 'failed'."""
+    outcome = template_ensure()
+    logger.info("schema template %s", outcome)
+    return outcome

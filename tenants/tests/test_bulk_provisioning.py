@@ -15,6 +15,7 @@ from patients.dashboard import dashboard_refresh
 from patients.models import Contact
 from routiq.testing.catalog import schema_catalog
 from routiq.testing.rows import SECURITY_BARRIER_VIEWS
+from tenants.jobs import provision_organization, refresh_schema_template
 from tenants.models import AuditLog, Organization
 from tenants.provisioning import TEMPLATE_SCHEMA, current_template, schema_template, template_stamp
 from tenants.rls.binding import bind_organization
@@ -121,3 +122,36 @@ def test_a_template_built_by_newer_code_is_left_alone():
         cursor.execute(f'SELECT count(*) FROM "{organization.schema_name}".django_migrations '
                        "WHERE name = '9999_from_the_next_release'")
         assert cursor.fetchone()[0] == 0
+
+
+def stale_template() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"COMMENT ON SCHEMA {TEMPLATE_SCHEMA} IS 'routiq template 2000-01 0123456789abcdef'")
+
+
+def template_comment() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT obj_description(%s::regnamespace, 'pg_namespace')", [TEMPLATE_SCHEMA])
+        return cursor.fetchone()[0]
+
+
+def test_the_hourly_job_rebuilds_a_stale_template_before_a_clinic_signs_up():
+    assert "tenants.jobs.refresh_schema_template" in {
+        entry["func"] for entry in settings.ROUTIQ_SCHEDULE if entry.get("queue") == "provisioning"}
+    stale_template()
+
+    assert refresh_schema_template() == "rebuilt"
+
+    assert template_comment().startswith(template_stamp() + " ")
+    assert refresh_schema_template() == "current"
+
+
+def test_a_clerk_sign_up_on_a_stale_template_is_cloned_not_migrated(caplog):
+    stale_template()
+
+    with caplog.at_level("INFO", logger="tenants.services"):
+        organization_id = provision_organization("org_test_month_start", "Month Start Physio")
+
+    assert Organization.objects.filter(pk=organization_id).exists()
+    assert "by=clone" in caplog.text and "by=migrations" not in caplog.text
+    assert template_comment().startswith(template_stamp() + " ")
