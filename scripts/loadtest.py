@@ -156,6 +156,27 @@ def gunicorn(env: dict[str, str], port: int, workers: int | None):
         log.close()
 
 
+CPU_GROUPS = {"app": "gunicorn", "postgres": "postgres", "redis": "redis-server"}
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by each group's processes on this machine, from /proc: where a
+    request's cost goes. A process that ended between two readings is missed (workers restart rarely)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys(CPU_GROUPS, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = next((name for name, marker in CPU_GROUPS.items() if marker in command and "pgbouncer" not in command),
+                     None)
+        if group:
+            totals[group] += (int(fields[11]) + int(fields[12])) / ticks
+    return totals
+
+
 def wrk(url: str, path: str, tokens: list[str], *, connections: int, duration: int) -> dict:
     lua = WRK_SCRIPT % {"tokens": ", ".join(json.dumps(t) for t in tokens), "path": path}
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
@@ -163,10 +184,13 @@ def wrk(url: str, path: str, tokens: list[str], *, connections: int, duration: i
         script.flush()
         command = ["wrk", "--threads", str(min(2, connections)), "--connections", str(connections),
                    "--duration", f"{duration}s", "--timeout", "10s", "--script", script.name, url]
+        before = cpu_seconds()
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        after = cpu_seconds()
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     result = json.loads(line.removeprefix("RESULT "))
     result["rps"] = result["requests"] / result["seconds"]
+    result["cpu"] = {group: max(after[group] - before[group], 0.0) for group in CPU_GROUPS}
     return result
 
 
@@ -176,6 +200,8 @@ def combined(runs: list[dict]) -> dict:
     result["rps"] = sum(run["requests"] for run in runs) / sum(run["seconds"] for run in runs)
     result["non_200"] = sum(run["non_200"] for run in runs)
     result["socket_errors"] = sum(run["socket_errors"] for run in runs)
+    requests = sum(run["requests"] for run in runs)
+    result["cpu_ms"] = {group: 1000 * sum(run["cpu"][group] for run in runs) / requests for group in CPU_GROUPS}
     return result
 
 
@@ -250,10 +276,12 @@ def main() -> int:
     if not args.keep:
         scratch.drop()
 
-    print(f"\n{'':10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'non-200':>8} {'socket err':>10}")
+    print(f"\n{'':10} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'non-200':>8} {'socket err':>10}"
+          f"   CPU ms per request: {' / '.join(CPU_GROUPS)}")
     for name, r in results.items():
+        cpu = " / ".join(f"{r['cpu_ms'][group]:.2f}" for group in CPU_GROUPS)
         print(f"{name:10} {r['rps']:9.1f} {r['p50']:8.1f} {r['p95']:8.1f} {r['p99']:8.1f} {r['non_200']:8d} "
-              f"{r['socket_errors']:10d}")
+              f"{r['socket_errors']:10d}   {cpu}")
     portal, bare = results["portal"], results["bare view"]
     ratio = portal["rps"] / bare["rps"]
     errors = sum(r["non_200"] + r["socket_errors"] for r in results.values())
