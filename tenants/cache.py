@@ -18,7 +18,8 @@ organization and the member's identity together, their keys built from the organ
 saw for the Clerk org id (a hint only: the organization's row must carry that Clerk id). A process that has
 not seen it yet reads the lookup first, with the session state: two round trips.
 
-Values are rebuilt as model instances with ``from_db``; fields left out (secrets) load on first use.
+Values are rebuilt as the model instances ``from_db`` would make (``_instance``); fields left out (secrets)
+load on first use.
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ def _hint_organization_id(clerk_org_id: str, organization_id: str) -> None:
         _organization_id_hints.clear()
     _organization_id_hints[clerk_org_id] = organization_id
 
+
 def _get_many(*keys: str | None) -> list[Any]:
     """cache.get_many of the keys given; None in the place of each key that is None (nothing to look up)."""
     present = [key for key in keys if key is not None]
@@ -194,17 +196,25 @@ def _get_many(*keys: str | None) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class TokenLookups:
-    """What the cache knows for a verified token; each miss (False, None) is for the database to answer."""
+class SignInLookups:
+    """What the cache knows for a request's sign-in (a verified token or a portal session); each miss (not live,
+    None) is for the database to answer."""
+    clerk_session_id: str | None
     session_live: bool
     organization: Organization | None
     identity: CachedIdentity | None
 
+    def session_ended(self) -> bool:
+        """Clerk ended the session (revoked, banned, signed out). Only "not ended" is cached, and ending a session
+        forgets it: a miss asks the database."""
+        if not self.clerk_session_id or self.session_live:
+            return False
+        return clerk_session_ended_in_database(self.clerk_session_id)
 
-def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, clerk_user_id: str) -> TokenLookups:
+
+def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, clerk_user_id: str) -> SignInLookups:
     """One round trip when warm, two while this process has no hint for the Clerk org id (see above). Each value
-    is checked exactly as organization_get and identity_get check it; a session not known to be live is for
-    clerk_session_ended_in_database to answer."""
+    is checked exactly as organization_get and identity_get check it."""
     session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
     organization_id = _organization_id_hints.get(clerk_org_id) if clerk_org_id else None
     if organization_id is None:
@@ -213,25 +223,27 @@ def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, cle
         values, entry = _get_many(*_organization_keys(organization_id, clerk_user_id))
     else:
         live, values, entry = _get_many(session_key, *_organization_keys(organization_id, clerk_user_id))
-    organization = _cached_organization(values, clerk_org_id)
-    identity = None
-    if organization is not None:
-        _hint_organization_id(organization.clerk_org_id, str(organization.pk))
-        identity = _cached_identity(entry, organization, clerk_user_id)
-    return TokenLookups(session_live=live is not None, organization=organization, identity=identity)
+    return _answered(clerk_session_id, live, _cached_organization(values, clerk_org_id), entry, clerk_user_id)
 
 
-def session_lookups(*, clerk_session_id: str | None, organization_id: str, clerk_user_id: str | None) -> TokenLookups:
+def session_lookups(*, clerk_session_id: str | None, organization_id: str, clerk_user_id: str | None) -> SignInLookups:
     """A portal session's lookups in one round trip: the organization it was opened for (its id is in the session),
     the member's identity and the Clerk session's state; each checked as token_lookups checks it."""
     session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
     member_key = identity_key(organization_id, clerk_user_id) if clerk_user_id else None
     live, values, entry = _get_many(session_key, organization_key(organization_id), member_key)
-    organization = _cached_organization(values, None)
+    return _answered(clerk_session_id, live, _cached_organization(values, None), entry, clerk_user_id)
+
+
+def _answered(clerk_session_id: str | None, live, organization: Organization | None, entry,
+              clerk_user_id: str | None) -> SignInLookups:
     identity = None
-    if organization is not None and clerk_user_id:
-        identity = _cached_identity(entry, organization, clerk_user_id)
-    return TokenLookups(session_live=live is not None, organization=organization, identity=identity)
+    if organization is not None:
+        _hint_organization_id(organization.clerk_org_id, str(organization.pk))
+        if clerk_user_id:
+            identity = _cached_identity(entry, organization, clerk_user_id)
+    return SignInLookups(clerk_session_id=clerk_session_id, session_live=live is not None, organization=organization,
+                         identity=identity)
 
 
 def _organization_keys(organization_id: str | None, clerk_user_id: str) -> tuple[str | None, str | None]:

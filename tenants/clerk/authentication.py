@@ -78,13 +78,21 @@ def require_active(organization: Organization | None) -> Organization:
     return organization
 
 
-def identity_from_claims(claims: SessionClaims, lookups: tenant_cache.TokenLookups) -> PortalIdentity:
-    """The identity a verified token speaks for; ``lookups`` is what the cache already answered for it."""
+def organization_and_cached_identity(lookups: tenant_cache.SignInLookups, clerk_user_id: str | None, *,
+                                     clerk_org_id: str | None = None, pk: str | None = None,
+                                     ) -> tuple[Organization, tenant_cache.CachedIdentity | None]:
+    """The active organization and the cached "let in" answer: what the sign-in lookups found, else each read on
+    its own (the database answers a miss)."""
     if lookups.organization is not None:
-        organization, cached = require_active(lookups.organization), lookups.identity
-    else:
-        organization = active_organization(clerk_org_id=claims.organization_id)
-        cached = tenant_cache.identity_get(organization, claims.user_id)
+        return require_active(lookups.organization), lookups.identity
+    organization = active_organization(clerk_org_id=clerk_org_id, pk=pk)
+    return organization, tenant_cache.identity_get(organization, clerk_user_id)
+
+
+def identity_from_claims(claims: SessionClaims, lookups: tenant_cache.SignInLookups) -> PortalIdentity:
+    """The identity a verified token speaks for; ``lookups`` is what the cache already answered for it."""
+    organization, cached = organization_and_cached_identity(lookups, claims.user_id,
+                                                            clerk_org_id=claims.organization_id)
     if cached is not None and token_agrees(cached.membership, claims):
         return PortalIdentity(user=cached.user, organization=organization, membership=cached.membership)
     # get_or_create: a new user's first requests often arrive together.
@@ -132,16 +140,12 @@ def membership_from_claims(organization: Organization, user: User, claims: Sessi
     )
 
 
-def identity_from_session(user: User, organization_pk: str, lookups: tenant_cache.TokenLookups) -> PortalIdentity:
+def identity_from_session(user: User, organization_pk: str, lookups: tenant_cache.SignInLookups) -> PortalIdentity:
     """Re-check, on every request, what the session was opened with: webhooks may have removed it since.
     ``lookups`` is what the cache already answered for the session (tenant_cache.session_lookups)."""
     if not user.is_authenticated or user.deleted_at or not user.is_active:
         raise AccessDenied("This user has been removed.")
-    if lookups.organization is not None:
-        organization, cached = require_active(lookups.organization), lookups.identity
-    else:
-        organization = active_organization(pk=organization_pk)
-        cached = tenant_cache.identity_get(organization, user.clerk_user_id)
+    organization, cached = organization_and_cached_identity(lookups, user.clerk_user_id, pk=organization_pk)
     if cached is not None and cached.membership.user_id == user.pk:
         cached.membership.user = user
         return PortalIdentity(user=user, organization=organization, membership=cached.membership)

@@ -131,9 +131,7 @@ class ClerkOrganizationMiddleware:
         lookups = tenant_cache.token_lookups(clerk_session_id=claims.session_id, clerk_org_id=claims.organization_id,
                                              clerk_user_id=claims.user_id)
         # Clerk ended the session (revoked, banned, signed out) but its last token is valid for up to 60 s.
-        # Only "not ended" is cached, and ending a session forgets it: a miss asks the database.
-        if not lookups.session_live and claims.session_id and tenant_cache.clerk_session_ended_in_database(
-                claims.session_id):
+        if lookups.session_ended():
             self.reject(request, TokenError("session-ended"))
         return identity_from_claims(claims, lookups)
 
@@ -185,11 +183,10 @@ class ClerkOrganizationMiddleware:
         if session_is_idle(session.get(SESSION_LAST_SEEN)):
             session.flush()
             raise Unauthenticated("idle-timeout")
-        clerk_session_id = session.get(SESSION_CLERK_SESSION)
-        lookups = tenant_cache.session_lookups(clerk_session_id=clerk_session_id, organization_id=organization_pk,
+        lookups = tenant_cache.session_lookups(clerk_session_id=session.get(SESSION_CLERK_SESSION),
+                                               organization_id=organization_pk,
                                                clerk_user_id=request.user.clerk_user_id)
-        if not lookups.session_live and clerk_session_id and tenant_cache.clerk_session_ended_in_database(
-                clerk_session_id):
+        if lookups.session_ended():
             session.flush()
             raise Unauthenticated("session-ended")
         identity = identity_from_session(request.user, organization_pk, lookups)

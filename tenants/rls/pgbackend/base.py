@@ -73,16 +73,12 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         """Django's health check (CONN_HEALTH_CHECKS), run before a persistent connection's first statement in
         each request. When the session settings are due anyway — a signed-in request binds its organization —
         sending them is the check: one round trip where ``SELECT 1`` and then the settings made two."""
-        if self.connection is None or not self._session_settings_due():
-            return super().is_usable()
-        return self._send_session_settings()
+        sent = None if self.connection is None else self._send_session_settings()
+        return super().is_usable() if sent is None else sent
 
-    def _session_settings_due(self) -> bool:
-        return self._search_path_wanted() is not None or (rls_organization_setting(),
-                                                          self._wanted_role()) != self._rls_sent
-
-    def _send_session_settings(self, cursor=None) -> bool:
-        """Send what the connection lacks of the search_path and the RLS identity; False if that failed."""
+    def _send_session_settings(self, cursor=None) -> bool | None:
+        """Send what the connection lacks of the search_path and the RLS identity: True when sent, False if that
+        failed, None when there was nothing to send."""
         search_path = self._search_path_wanted()
         wanted_rls = (rls_organization_setting(), self._wanted_role())
         assignments: list[tuple[str, str]] = []
@@ -91,7 +87,7 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         if wanted_rls != self._rls_sent:
             assignments.append((ORGANIZATION_SETTING, wanted_rls[0]))
         if not assignments:
-            return True
+            return None
         raw_cursor = self.connection.cursor() if cursor is None else cursor
         try:
             raw_cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(assignments)),
