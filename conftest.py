@@ -97,8 +97,12 @@ def _empty_cache():
     from redis.exceptions import RedisError
 
     from routiq import cache
+    from tenants import cache as tenant_cache
+    from tenants.clerk import bound_read
 
     cache.reset_outage()
+    tenant_cache.forget_hints()  # and what this process remembers of sign-ins, as a new process starts
+    bound_read.forget_all()
     with contextlib.suppress(RedisError, OSError):  # no Redis: nothing cached either (every read is a miss)
         cache.clear()
     yield

@@ -13,12 +13,13 @@ What is kept, per key:
   spans its user's organizations and the marker holds nothing of any. Only "not ended" is cached; the services
   that end sessions forget it (clerk_sessions_forget), so a session's next token is refused at once.
 
-A verified token's lookups take one round trip when warm (token_lookups): the session state, the
-organization and the member's identity together, their keys built from the organization id this process last
-saw for the Clerk org id (a hint only: the organization's row must carry that Clerk id). A process that has
-not seen it yet reads the lookup first, with the session state: two round trips.
+A verified token's lookups (token_lookups) take two round trips in a process that has not seen its Clerk org id
+yet: the lookup with the session state, then the organization and the member's identity. That request leaves a
+hint (the organization id and schema: the organization's row must still carry the Clerk id), and from then on
+the process checks the token in the statement that binds the connection instead (tenants/clerk/bound_read.py),
+with no round trip to Redis at all. With a hint but no answer from that statement, one round trip here.
 
-Values are rebuilt as the model instances ``from_db`` would make (``_instance``); fields left out (secrets)
+Values are rebuilt as the model instances ``from_db`` would make (``model_instance``); fields left out (secrets)
 load on first use.
 """
 
@@ -42,22 +43,22 @@ NOT_CACHED = {Organization: {"webhook_token"}, User: {"password"}, OrganizationM
 
 
 @functools.cache
-def _fields(model) -> tuple[str, ...]:
+def row_fields(model) -> tuple[str, ...]:
     return tuple(f.attname for f in model._meta.concrete_fields if f.attname not in NOT_CACHED[model])
 
 
 def _values(model, instance) -> dict:
     # The model is named: request.user is a lazy wrapper whose type is not the model.
-    return {name: getattr(instance, name) for name in _fields(model)}
+    return {name: getattr(instance, name) for name in row_fields(model)}
 
 
-def _instance(model, values: dict):
+def model_instance(model, values: dict):
     """The instance ``from_db`` would build from these values, built the way it ends: attributes set directly and
     the state of a row loaded from the database. Three of these a request, and ``__init__``'s per-field
     descriptors were a fifth of what signing in cost. A field left out (a secret) is absent from ``__dict__``,
     which is what makes Django load a deferred field on first use."""
     instance = model.__new__(model)
-    instance.__dict__.update((name, values[name]) for name in _fields(model) if name in values)
+    instance.__dict__.update((name, values[name]) for name in row_fields(model) if name in values)
     instance._state = ModelState()
     instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
     return instance
@@ -85,17 +86,17 @@ def organization_get(*, clerk_org_id: str | None = None, pk=None) -> Organizatio
     """The *active* organization by Clerk id or by id, from the cache or the database; None if none is."""
     organization_id = pk or (cache.get(clerk_organization_key(clerk_org_id)) if clerk_org_id else None)
     if organization_id:
-        cached = _cached_organization(cache.get(organization_key(organization_id)), clerk_org_id)
+        cached = checked_organization(cache.get(organization_key(organization_id)), clerk_org_id)
         if cached is not None:
             return cached
     return organization_load(clerk_org_id=clerk_org_id, pk=pk)
 
 
-def _cached_organization(values: dict | None, clerk_org_id: str | None) -> Organization | None:
+def checked_organization(values: dict | None, clerk_org_id: str | None) -> Organization | None:
     # A stale Clerk-id mapping is harmless: the row must carry the Clerk id asked for.
     if values is None or (clerk_org_id is not None and values["clerk_org_id"] != clerk_org_id):
         return None
-    return _instance(Organization, values)
+    return model_instance(Organization, values)
 
 
 def organization_load(*, clerk_org_id: str | None = None, pk=None) -> Organization | None:
@@ -104,7 +105,7 @@ def organization_load(*, clerk_org_id: str | None = None, pk=None) -> Organizati
     organization = Organization.objects.filter(**lookup).first()
     if organization is None or not organization.is_active:
         return None
-    _hint_organization_id(organization.clerk_org_id, str(organization.pk))
+    _hint_organization(organization)
     ttl = settings.CACHE_IDENTITY_TTL_SECONDS
     cache.add(organization_key(organization.pk), _values(Organization, organization), ttl)
     cache.add(clerk_organization_key(organization.clerk_org_id), str(organization.pk), ttl)
@@ -128,13 +129,13 @@ class CachedIdentity:
 def identity_get(organization: Organization, clerk_user_id: str | None) -> CachedIdentity | None:
     if not clerk_user_id:
         return None
-    return _cached_identity(cache.get(identity_key(organization.pk, clerk_user_id)), organization, clerk_user_id)
+    return checked_identity(cache.get(identity_key(organization.pk, clerk_user_id)), organization, clerk_user_id)
 
 
-def _cached_identity(entry: dict | None, organization: Organization, clerk_user_id: str) -> CachedIdentity | None:
+def checked_identity(entry: dict | None, organization: Organization, clerk_user_id: str) -> CachedIdentity | None:
     if entry is None:
         return None
-    user, membership = _instance(User, entry["user"]), _instance(OrganizationMember, entry["membership"])
+    user, membership = model_instance(User, entry["user"]), model_instance(OrganizationMember, entry["membership"])
     if (user.clerk_user_id != clerk_user_id or membership.organization_id != organization.pk
             or not user.is_active or user.deleted_at is not None or membership.status != MembershipStatus.ACTIVE):
         return None
@@ -175,17 +176,37 @@ def user_forget(user: User) -> None:
 
 # --- a verified token's lookups, together -----------------------------------------------------------------
 
-# Clerk org id -> organization id, as this process last read it. Which organization a Clerk id names never
-# changes, and a wrong hint costs a miss, never a wrong answer (_cached_organization checks the row's Clerk
-# id), so it may be kept without invalidation; it saves the lookup's round trip on nearly every request.
-_organization_id_hints: dict[str, str] = {}
+# Clerk org id -> (organization id, schema), as this process last read them. Which organization a Clerk id
+# names never changes, nor its schema, and a wrong hint costs a miss, never a wrong answer (the organization's
+# row must carry the Clerk id asked for), so it may be kept without invalidation; it saves the lookup's round
+# trip on nearly every request.
+@dataclass(frozen=True)
+class OrganizationHint:
+    organization_id: str
+    schema_name: str
+
+
+_organization_hints: dict[str, OrganizationHint] = {}
 _HINTS_KEPT = 10_000  # far more organizations than a deployment has; bounded all the same
 
 
-def _hint_organization_id(clerk_org_id: str, organization_id: str) -> None:
-    if len(_organization_id_hints) >= _HINTS_KEPT:
-        _organization_id_hints.clear()
-    _organization_id_hints[clerk_org_id] = organization_id
+def organization_hint(clerk_org_id: str) -> OrganizationHint | None:
+    return _organization_hints.get(clerk_org_id)
+
+
+def forget_hints() -> None:
+    """Forget every hint, as a new process starts (tests)."""
+    _organization_hints.clear()
+
+
+def forget_hint(clerk_org_id: str) -> None:
+    _organization_hints.pop(clerk_org_id, None)
+
+
+def _hint_organization(organization: Organization) -> None:
+    if len(_organization_hints) >= _HINTS_KEPT:
+        _organization_hints.clear()
+    _organization_hints[organization.clerk_org_id] = OrganizationHint(str(organization.pk), organization.schema_name)
 
 
 def _get_many(*keys: str | None) -> list[Any]:
@@ -216,14 +237,15 @@ def token_lookups(*, clerk_session_id: str | None, clerk_org_id: str | None, cle
     """One round trip when warm, two while this process has no hint for the Clerk org id (see above). Each value
     is checked exactly as organization_get and identity_get check it."""
     session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
-    organization_id = _organization_id_hints.get(clerk_org_id) if clerk_org_id else None
+    hint = _organization_hints.get(clerk_org_id) if clerk_org_id else None
+    organization_id = hint.organization_id if hint is not None else None
     if organization_id is None:
         organization_id, live = _get_many(clerk_organization_key(clerk_org_id) if clerk_org_id else None,
                                           session_key)
         values, entry = _get_many(*_organization_keys(organization_id, clerk_user_id))
     else:
         live, values, entry = _get_many(session_key, *_organization_keys(organization_id, clerk_user_id))
-    return _answered(clerk_session_id, live, _cached_organization(values, clerk_org_id), entry, clerk_user_id)
+    return _answered(clerk_session_id, live, checked_organization(values, clerk_org_id), entry, clerk_user_id)
 
 
 def session_lookups(*, clerk_session_id: str | None, organization_id: str, clerk_user_id: str | None) -> SignInLookups:
@@ -232,16 +254,16 @@ def session_lookups(*, clerk_session_id: str | None, organization_id: str, clerk
     session_key = clerk_session_key(clerk_session_id) if clerk_session_id else None
     member_key = identity_key(organization_id, clerk_user_id) if clerk_user_id else None
     live, values, entry = _get_many(session_key, organization_key(organization_id), member_key)
-    return _answered(clerk_session_id, live, _cached_organization(values, None), entry, clerk_user_id)
+    return _answered(clerk_session_id, live, checked_organization(values, None), entry, clerk_user_id)
 
 
 def _answered(clerk_session_id: str | None, live, organization: Organization | None, entry,
               clerk_user_id: str | None) -> SignInLookups:
     identity = None
     if organization is not None:
-        _hint_organization_id(organization.clerk_org_id, str(organization.pk))
+        _hint_organization(organization)
         if clerk_user_id:
-            identity = _cached_identity(entry, organization, clerk_user_id)
+            identity = checked_identity(entry, organization, clerk_user_id)
     return SignInLookups(clerk_session_id=clerk_session_id, session_live=live is not None, organization=organization,
                          identity=identity)
 

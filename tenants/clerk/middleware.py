@@ -16,6 +16,7 @@ from django.utils.http import urlencode
 from tenants import cache as tenant_cache
 from tenants import services
 from tenants.audit import audit_record
+from tenants.clerk import bound_read
 from tenants.clerk.authentication import (
     AccessDenied,
     PortalIdentity,
@@ -126,9 +127,9 @@ class ClerkOrganizationMiddleware:
             self.reject(request, exc)
 
     def identity_for_token(self, request, claims: SessionClaims) -> PortalIdentity:
-        """Who a verified token speaks for, unless Clerk has ended its session. On a warm cache that is one Redis
-        round trip and no query (tenant_cache.token_lookups)."""
-        lookups = tenant_cache.token_lookups(clerk_session_id=claims.session_id, clerk_org_id=claims.organization_id,
+        """Who a verified token speaks for, unless Clerk has ended its session. Warm, that is read in the statement
+        that binds the connection, and nothing else (bound_read.token_lookups)."""
+        lookups = bound_read.token_lookups(clerk_session_id=claims.session_id, clerk_org_id=claims.organization_id,
                                              clerk_user_id=claims.user_id)
         # Clerk ended the session (revoked, banned, signed out) but its last token is valid for up to 60 s.
         if lookups.session_ended():

@@ -5,7 +5,11 @@ django-tenants sets the ``search_path`` when a cursor is taken after a schema ch
 connection, and send both in one ``SELECT set_config(…), set_config(…)``: a signed-in request switches both,
 and one round trip instead of two is a tenth of a list page's time. Session-level (not LOCAL) settings work
 under autocommit; re-sending from the context variable means a reused connection always carries the current
-unit of work's organization, or '' when none is bound (fail closed).
+unit of work's organization, or '' when none is bound (fail closed). What was sent is remembered until the
+connection closes or a rollback may have undone it, so a value already in force is not sent again.
+
+``select_bound`` sends an organization's settings together with a query that needs them (the sign-in's own
+rows, tenants/clerk/bound_read.py): one round trip that is also the request's health check.
 
 A PostgreSQL backend keeps the catalog entries of every schema it has touched for the rest of its life (about
 85 MB after 1,000 organizations), so a persistent connection is also closed at the end of the request in
@@ -13,6 +17,9 @@ which it has touched DATABASE_MAX_SCHEMAS_PER_CONNECTION schemas (scripts/bench_
 """
 
 from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
 
 import psycopg
 from django.conf import settings
@@ -25,15 +32,24 @@ from psycopg import sql
 from tenants.rls.binding import in_platform_access, rls_organization_setting, shares_default_connection
 from tenants.rls.pgbackend.operations import DatabaseOperations
 
+logger = logging.getLogger(__name__)
+
 SEARCH_PATH = "search_path"
 ORGANIZATION_SETTING = "app.current_organization"
 
 
+def search_path_setting(schemas: list[str]) -> str:
+    """The search_path value for these schemas, as SET would take it."""
+    return ",".join(quote_schema_name(schema) for schema in schemas)
+
+
 class DatabaseWrapper(tenants_base.DatabaseWrapper):
     ops_class = DatabaseOperations
+    search_path_set_schemas: list[str] | None  # django-tenants': what it last sent (None: send at the next cursor)
 
     def __init__(self, *args, **kwargs):
         self._rls_sent: tuple[str, str] | None = None
+        self._search_path_sent: str | None = None
         self._base_role: str | None = None
         self._schemas_touched: set[str] = set()
         super().__init__(*args, **kwargs)
@@ -61,13 +77,60 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         return settings.DATABASE_PLATFORM_ROLE if shares_default_connection() else ""
 
     def _search_path_wanted(self) -> str | None:
-        """The search_path to send, as SET would take it; None when the connection already has it (django-tenants
-        forgets what it sent at every set_tenant/set_schema, so a bind always re-sends it)."""
+        """The search_path to send, as SET would take it; None when the connection already has it. (django-tenants
+        forgets what it sent at every set_tenant/set_schema; what this wrapper sent it remembers.)"""
         if self.search_path_set_schemas is not None:
             return None
         if not self.schema_name:
             raise ImproperlyConfigured("Database schema not set. Did you forget to call set_schema() or set_tenant()?")
-        return ",".join(quote_schema_name(schema) for schema in self._get_cursor_search_paths())
+        search_path = search_path_setting(self._get_cursor_search_paths())
+        if search_path == self._search_path_sent:
+            self.search_path_set_schemas = self._get_cursor_search_paths()
+            return None
+        return search_path
+
+    def _role_in_force(self) -> str | None:
+        """The role this wrapper last switched the session to ('' for none), or None if a rollback or a failure
+        may have undone what it sent."""
+        if self._rls_sent is not None:
+            return self._rls_sent[1]
+        return "" if self._base_role is None else None
+
+    def select_bound(self, *, organization_id: str, schema_name: str, query: str, params: dict):
+        """Bind the session to the organization — the search_path and ``app.current_organization`` that
+        ``bind_organization`` of it sends — and run ``query`` under them, in one statement and round trip; its
+        first row, or None when not sent (a transaction or role state this cannot vouch for, or a failure:
+        the caller then takes its usual path, whose first cursor sends the settings again).
+
+        ``query`` reads the two from ``{bound}``, a subquery whose columns are the values just set; a table read
+        through a LATERAL join on ``bound.organization_id`` runs after the settings, with RLS applied to that
+        organization. The statement is this request's health check too (CONN_HEALTH_CHECKS)."""
+        if in_platform_access() or self._role_in_force() != self._wanted_role():
+            return None
+        # What set_tenant(organization) then computes (bind_organization includes the public schema).
+        search_path = search_path_setting(tenants_base.DatabaseWrapper._get_cursor_search_paths(
+            SimpleNamespace(schema_name=schema_name, include_public_schema=True)))
+        settings_sql = ("(SELECT set_config('search_path', %(rls_search_path)s, false) AS search_path, "
+                        "set_config('app.current_organization', %(rls_organization)s, false)::uuid "
+                        "AS organization_id) AS bound")
+        try:
+            self.ensure_connection()
+            with self.connection.cursor() as cursor:
+                cursor.execute(query.replace("{bound}", settings_sql),
+                               {**params, "rls_search_path": search_path, "rls_organization": organization_id})
+                row = cursor.fetchone()
+        except (DatabaseError, psycopg.Error) as exc:
+            logger.warning("statement with the binding failed (the usual way follows): %s", exc)
+            self._search_path_sent = None
+            self._rls_sent = None
+            if not self.in_atomic_block:
+                self.close()  # as a failed health check: the next cursor opens a new connection
+            return None
+        self._search_path_sent = search_path
+        self._rls_sent = (organization_id, self._wanted_role())
+        self._schemas_touched.add(schema_name)
+        self.health_check_done = True
+        return row
 
     def is_usable(self) -> bool:
         """Django's health check (CONN_HEALTH_CHECKS), run before a persistent connection's first statement in
@@ -103,11 +166,13 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
             # by the atomic block that owns it, not by an error from inside cursor creation).
             # (As the health check: the connection is then closed, and a new one gets the settings.)
             self.search_path_set_schemas = None
+            self._search_path_sent = None
             self._rls_sent = None
             return False
         else:
             if search_path is not None:
                 self.search_path_set_schemas = self._get_cursor_search_paths()
+                self._search_path_sent = search_path
             self._rls_sent = wanted_rls
             return True
         finally:
@@ -117,12 +182,16 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
     # A rollback reverts a set_config issued inside the transaction: forget what we sent.
     def close(self):
         self._rls_sent = None
+        self._search_path_sent = None
+        self.search_path_set_schemas = None
         self._base_role = None
         self._schemas_touched = set()
         super().close()
 
     def rollback(self):
         self._rls_sent = None
+        self._search_path_sent = None
+        self.search_path_set_schemas = None
         self._base_role = None  # a SET ROLE inside the transaction is undone with it
         super().rollback()
 
@@ -131,3 +200,5 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
             super().savepoint_rollback(sid)
         finally:
             self._rls_sent = None
+            self._search_path_sent = None
+            self.search_path_set_schemas = None
