@@ -1,10 +1,6 @@
 """The load test's comparison view (scripts/loadtest.py): the patient list's own view, query and template
 with no sign-in, no organization binding and no Row Level Security identity sent per request.
 
-It renders the same page as the portal, header included: the header's names, links and sign-out form are
-template work, so they are drawn for a member identity built once per process (``_identity``: unsaved rows,
-nothing looked up). What the comparison measures is then what signing in, binding and RLS add.
-
 Mounted at /loadtest/bare-patients/ only when ROUTIQ_LOADTEST_BARE_VIEW=1, which nothing but the load test
 sets (``check --deploy`` warns if it is on). It runs on the ``loadtest_bare`` connection: Django's plain
 PostgreSQL backend logged in as ROUTIQ_LOADTEST_BARE_DATABASE_URL (the owner role), its search_path and
@@ -52,23 +48,10 @@ def _organization():
     return Organization.objects.using(BARE_ALIAS).get(pk=settings.ROUTIQ_LOADTEST_BARE_ORGANIZATION)
 
 
-@functools.cache
-def _identity():
-    """A member of the bare view's organization, as the portal's load-test tokens are: built, never saved."""
-    from tenants.clerk.authentication import PortalIdentity
-    from tenants.models import OrganizationMember, OrganizationRole, User
-
-    user = User(username="loadtest", first_name="Load", last_name="Test")
-    organization = _organization()
-    membership = OrganizationMember(organization=organization, user=user, role=OrganizationRole.MEMBER)
-    return PortalIdentity(user=user, organization=organization, membership=membership)
-
-
 def bare_patient_list(request):
     from patients import views
 
-    request.organization, request.identity = _organization(), _identity()
-    request.user = request.identity.user
+    request.organization, request.identity = _organization(), None
     default = connections[DEFAULT_DB_ALIAS]
     connections[DEFAULT_DB_ALIAS] = connections[BARE_ALIAS]
     try:
