@@ -52,13 +52,21 @@ def _values(model, instance) -> dict:
     return {name: getattr(instance, name) for name in row_fields(model)}
 
 
+@functools.cache
+def _field_set(model) -> frozenset[str]:
+    return frozenset(row_fields(model))
+
+
 def model_instance(model, values: dict):
     """The instance ``from_db`` would build from these values, built the way it ends: attributes set directly and
     the state of a row loaded from the database. Three of these a request, and ``__init__``'s per-field
     descriptors were a fifth of what signing in cost. A field left out (a secret) is absent from ``__dict__``,
     which is what makes Django load a deferred field on first use."""
     instance = model.__new__(model)
-    instance.__dict__.update((name, values[name]) for name in row_fields(model) if name in values)
+    if values.keys() == _field_set(model):  # as read and written now (an older entry may lack a newer field)
+        instance.__dict__.update(values)
+    else:
+        instance.__dict__.update((name, values[name]) for name in row_fields(model) if name in values)
     instance._state = ModelState()
     instance._state.adding, instance._state.db = False, DEFAULT_DB_ALIAS
     return instance
@@ -132,6 +140,10 @@ def identity_get(organization: Organization, clerk_user_id: str | None) -> Cache
     return checked_identity(cache.get(identity_key(organization.pk, clerk_user_id)), organization, clerk_user_id)
 
 
+_MEMBERSHIP_ORGANIZATION = OrganizationMember._meta.get_field("organization")
+_MEMBERSHIP_USER = OrganizationMember._meta.get_field("user")
+
+
 def checked_identity(entry: dict | None, organization: Organization, clerk_user_id: str) -> CachedIdentity | None:
     if entry is None:
         return None
@@ -139,7 +151,9 @@ def checked_identity(entry: dict | None, organization: Organization, clerk_user_
     if (user.clerk_user_id != clerk_user_id or membership.organization_id != organization.pk
             or not user.is_active or user.deleted_at is not None or membership.status != MembershipStatus.ACTIVE):
         return None
-    membership.organization, membership.user = organization, user
+    # As select_related fills them (the descriptors' __set__ would ask the database router, every request).
+    _MEMBERSHIP_ORGANIZATION.set_cached_value(membership, organization)
+    _MEMBERSHIP_USER.set_cached_value(membership, user)
     return CachedIdentity(user=user, membership=membership)
 
 

@@ -27,21 +27,23 @@ from tenants import cache as tenant_cache
 from tenants.models import Organization, OrganizationMember, User
 from tenants.rls.pgbackend.base import DatabaseWrapper
 
-VERSION = "sign_in_version(bound.organization_id, %(clerk_user_id)s, %(clerk_session_id)s)"
-
-# The version alone: what a warm request asks.
-SIGN_IN_VERSION = f"SELECT {VERSION} FROM {{bound}}"
+# The version alone, what a warm request asks: the bound organization's id is the function's argument, so the
+# function runs after it is set.
+SIGN_IN_VERSION = ("SELECT public.sign_in_version({organization_id}, %(clerk_user_id)s, %(clerk_session_id)s), "
+                   "{search_path}")
 
 # The rows and their version: the bound organization's row, the user's and the membership (through the LATERAL
 # join on ``bound``: it runs after the settings, and RLS admits the bound organization's rows only), in one
-# snapshot. Secrets (tenants.cache.NOT_CACHED) are not read: they load on first use.
-SIGN_IN_ROWS = f"""
-SELECT {VERSION}, {{organization_columns}}, {{user_columns}}, {{membership_columns}}
-FROM {{{{bound}}}}
-LEFT JOIN organizations o ON o.id = bound.organization_id AND o.clerk_org_id = %(clerk_org_id)s
-LEFT JOIN users u ON u.clerk_user_id = %(clerk_user_id)s
+# snapshot. Tables are named with their schema: the statement is parsed under the previous request's
+# search_path. Secrets (tenants.cache.NOT_CACHED) are not read: they load on first use.
+SIGN_IN_ROWS = """
+SELECT public.sign_in_version(bound.organization_id, %(clerk_user_id)s, %(clerk_session_id)s),
+       {organization_columns}, {user_columns}, {membership_columns}
+FROM (SELECT {{search_path}} AS search_path, {{organization_id}} AS organization_id) AS bound
+LEFT JOIN public.organizations o ON o.id = bound.organization_id AND o.clerk_org_id = %(clerk_org_id)s
+LEFT JOIN public.users u ON u.clerk_user_id = %(clerk_user_id)s
 LEFT JOIN LATERAL (
-    SELECT * FROM organization_members WHERE organization_id = bound.organization_id AND user_id = u.id
+    SELECT * FROM public.organization_members WHERE organization_id = bound.organization_id AND user_id = u.id
 ) m ON true
 """
 

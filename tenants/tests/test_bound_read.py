@@ -120,7 +120,10 @@ def membership_read_with_binding(organization) -> tuple:
     return cast(DatabaseWrapper, connection).select_bound(
         organization_id=str(organization.pk), schema_name=organization.schema_name, params={},
         query="SELECT bound.organization_id, current_setting('app.current_organization'), "
-              "current_setting('search_path'), (SELECT count(*) FROM organization_members) FROM {bound}")
+              "current_setting('search_path'), m.members "
+              "FROM (SELECT {search_path} AS search_path, {organization_id} AS organization_id) AS bound, "
+              "LATERAL (SELECT count(*) AS members FROM public.organization_members "
+              "WHERE bound.organization_id IS NOT NULL) AS m")
 
 
 def test_the_statement_reads_as_the_organization_it_binds(client, mint, org_a, org_b):

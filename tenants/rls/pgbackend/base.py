@@ -18,6 +18,7 @@ which it has touched DATABASE_MAX_SCHEMAS_PER_CONNECTION schemas (scripts/bench_
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import SimpleNamespace
 
@@ -36,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 SEARCH_PATH = "search_path"
 ORGANIZATION_SETTING = "app.current_organization"
+
+
+@functools.lru_cache(maxsize=64)
+def with_settings(query: str) -> str:
+    """select_bound's query with its two set_config calls written in."""
+    return query.format(search_path="set_config('search_path', %(rls_search_path)s, false)",
+                        organization_id="set_config('app.current_organization', %(rls_organization)s, false)::uuid")
 
 
 def search_path_setting(schemas: list[str]) -> str:
@@ -102,21 +110,19 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         first row, or None when not sent (a transaction or role state this cannot vouch for, or a failure:
         the caller then takes its usual path, whose first cursor sends the settings again).
 
-        ``query`` reads the two from ``{bound}``, a subquery whose columns are the values just set; a table read
-        through a LATERAL join on ``bound.organization_id`` runs after the settings, with RLS applied to that
-        organization. The statement is this request's health check too (CONN_HEALTH_CHECKS)."""
+        ``query`` sets them where it writes ``{search_path}`` and ``{organization_id}`` (set_config calls; the
+        second's value is the organization's id, as uuid). Whatever takes that value as its input — a function's
+        argument, a LATERAL join on a subquery's column — runs after it is set: a table read there sees RLS as
+        this organization. The statement is this request's health check too (CONN_HEALTH_CHECKS)."""
         if in_platform_access() or self._role_in_force() != self._wanted_role():
             return None
         # What set_tenant(organization) then computes (bind_organization includes the public schema).
         search_path = search_path_setting(tenants_base.DatabaseWrapper._get_cursor_search_paths(
             SimpleNamespace(schema_name=schema_name, include_public_schema=True)))
-        settings_sql = ("(SELECT set_config('search_path', %(rls_search_path)s, false) AS search_path, "
-                        "set_config('app.current_organization', %(rls_organization)s, false)::uuid "
-                        "AS organization_id) AS bound")
         try:
             self.ensure_connection()
             with self.connection.cursor() as cursor:
-                cursor.execute(query.replace("{bound}", settings_sql),
+                cursor.execute(with_settings(query),
                                {**params, "rls_search_path": search_path, "rls_organization": organization_id})
                 row = cursor.fetchone()
         except (DatabaseError, psycopg.Error) as exc:
