@@ -28,7 +28,7 @@ invisible to the ORM. Reverse: rebuilds the plain table (identity id, pk (id), t
 from django.conf import settings
 from django.db import migrations, models
 
-from tenants.rls.policies import TENANT_CONDITION, continue_sequence_sql, forced_policy_sql, wrap
+from tenants.rls.policies import TENANT_CONDITION, continue_sequence_sql, for_role_sql, forced_policy_sql, wrap
 
 POLICY_CONDITION = wrap(TENANT_CONDITION)
 APP_ROLE = settings.DATABASE_APP_ROLE
@@ -178,20 +178,11 @@ $function$
 
 def function_grants_sql(schema: str) -> list[str]:
     function = f"{quote_ident(schema)}.create_messages_partition(date)"
-    role = APP_ROLE.replace("'", "''")
     return [
         f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC",
         # Default privileges (tenants/rls/roles.py) already grant EXECUTE to the app role where they exist; a
         # schema migrated before them (the test database's first migration) gets the grant here.
-        f"""
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-                EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', '{function.replace("'", "''")}', '{role}');
-            END IF;
-        END
-        $$
-        """,
+        for_role_sql(APP_ROLE, f"GRANT EXECUTE ON FUNCTION {function} TO %I"),
     ]
 
 

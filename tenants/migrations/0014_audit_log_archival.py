@@ -22,7 +22,7 @@ archival job uses it to move old rows out of the default partition before archiv
 from django.conf import settings
 from django.db import migrations
 
-from tenants.rls.policies import platform_role
+from tenants.rls.policies import for_role_sql, platform_role
 
 LEGAL_MINIMUM_YEARS = 7
 
@@ -69,26 +69,13 @@ $function$
 
 
 def grants_sql() -> list[str]:
-    platform = platform_role()
-    app = settings.DATABASE_APP_ROLE.replace("'", "''")
     drop = "public.drop_archived_audit_log_partition(date, bigint)"
     return [
         f"REVOKE ALL ON FUNCTION {drop} FROM PUBLIC",
         # Default privileges grant every new function to the app role: take this one back.
-        f"""
-        DO $$
-        BEGIN
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{app}') THEN
-                EXECUTE format('REVOKE ALL ON FUNCTION {drop} FROM %I', '{app}');
-            END IF;
-            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{platform}') THEN
-                EXECUTE format('GRANT EXECUTE ON FUNCTION {drop} TO %I', '{platform}');
-                EXECUTE format('GRANT EXECUTE ON FUNCTION public.create_audit_log_partition(date) TO %I',
-                               '{platform}');
-            END IF;
-        END
-        $$
-        """,
+        for_role_sql(settings.DATABASE_APP_ROLE, f"REVOKE ALL ON FUNCTION {drop} FROM %I"),
+        for_role_sql(platform_role(), f"GRANT EXECUTE ON FUNCTION {drop} TO %I"),
+        for_role_sql(platform_role(), "GRANT EXECUTE ON FUNCTION public.create_audit_log_partition(date) TO %I"),
     ]
 
 

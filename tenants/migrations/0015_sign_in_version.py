@@ -4,11 +4,17 @@ a new one) and whether Clerk ended the session. tenants/clerk/bound_read.py asks
 binds a request's connection and reuses the rows it read before while the fingerprint is unchanged.
 
 SECURITY INVOKER: the membership is read as the caller, under RLS, so only the bound organization's row can
-count. plpgsql with a fixed search_path keeps its plan for the life of the connection; every request's own
+count. Executable by the app role only (the owner's default privileges grant it; the grant here covers a
+database migrated before them). plpgsql with a fixed search_path keeps its plan for the life of the connection; every request's own
 search_path would otherwise have it planned again. STABLE: it reads the calling statement's snapshot.
 """
 
+from django.conf import settings
 from django.db import migrations
+
+from tenants.rls.policies import for_role_sql
+
+FUNCTION = "public.sign_in_version(uuid, text, text)"
 
 FUNCTION_SQL = """
 CREATE OR REPLACE FUNCTION public.sign_in_version(organization_id uuid, clerk_user_id text, clerk_session_id text)
@@ -32,12 +38,17 @@ $function$;
 """
 
 
+def grants_sql() -> list[str]:
+    return [f"REVOKE ALL ON FUNCTION {FUNCTION} FROM PUBLIC",
+            for_role_sql(settings.DATABASE_APP_ROLE, f"GRANT EXECUTE ON FUNCTION {FUNCTION} TO %I")]
+
+
 class Migration(migrations.Migration):
     dependencies = [("tenants", "0014_audit_log_archival")]
 
     operations = [
         migrations.RunSQL(
-            sql=FUNCTION_SQL,
-            reverse_sql="DROP FUNCTION IF EXISTS public.sign_in_version(uuid, text, text)",
+            sql=[FUNCTION_SQL, *grants_sql()],
+            reverse_sql=f"DROP FUNCTION IF EXISTS {FUNCTION}",
         ),
     ]

@@ -103,3 +103,18 @@ def forced_public_table_sql(table: str) -> list[str]:
     """ENABLE + FORCE RLS on a new public table with the two policies of platform_policy_sql."""
     return [f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY", f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
             *platform_policy_sql(table)]
+
+
+def for_role_sql(role: str, statement: str) -> str:
+    """A DO block that runs ``statement`` — a GRANT or REVOKE naming the role as ``%I`` — only where the role
+    exists: a database migrated before the roles were set up (the test database's first migration) has none."""
+    name = role.replace("'", "''")
+    return f"""
+        DO $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') THEN
+                EXECUTE format('{statement.replace("'", "''")}', '{name}');
+            END IF;
+        END
+        $$
+        """

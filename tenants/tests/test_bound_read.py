@@ -167,3 +167,11 @@ def test_a_removed_member_is_not_remembered(client, mint, org_a):
 
     assert client.get("/patients/", **bearer(token)).status_code == 403
     assert bound_read._reads == {}
+
+
+def test_only_the_app_role_may_call_the_check():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT has_function_privilege(%s, 'public.sign_in_version(uuid, text, text)', 'EXECUTE'), "
+                       "has_function_privilege('public', 'public.sign_in_version(uuid, text, text)', 'EXECUTE')",
+                       [settings.DATABASE_APP_ROLE])
+        assert cursor.fetchone() == (True, False)
