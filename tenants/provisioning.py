@@ -90,12 +90,21 @@ class SchemaTemplate:
     role_names: dict[int, str]
 
 
+def libpq_conninfo(settings_dict: dict) -> dict[str, str]:
+    """Where a libpq tool (pg_dump) finds this connection's database. A Unix-socket URL (``…@/db?host=/dir``, as
+    `make run`'s embedded PostgreSQL has) leaves HOST empty and puts the directory in OPTIONS: without it,
+    pg_dump would ask the machine's default server instead."""
+    options = settings_dict.get("OPTIONS") or {}
+    return {"dbname": settings_dict["NAME"], "user": settings_dict["USER"],
+            "host": settings_dict["HOST"] or options.get("host", ""),
+            "port": str(settings_dict["PORT"] or options.get("port", ""))}
+
+
 def _pg_dump_schema(schema: str, alias: str) -> str:
     from routiq.backup import tool
 
     settings_dict = connections[alias].settings_dict
-    conninfo = {"dbname": settings_dict["NAME"], "user": settings_dict["USER"],
-                "host": settings_dict["HOST"] or "", "port": str(settings_dict["PORT"] or "")}
+    conninfo = libpq_conninfo(settings_dict)
     env = {**os.environ, "PGPASSWORD": settings_dict["PASSWORD"] or ""}
     dsn = " ".join(f"{key}={value}" for key, value in conninfo.items() if value)
     url_with_password = f"{dsn} password={settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else dsn

@@ -79,3 +79,17 @@ def test_provisioning_waits_for_another_worker_provisioning_the_same_organizatio
     finally:
         other_worker.close()
     assert not Organization.objects.filter(clerk_org_id="org_test_locked").exists()
+
+
+@pytest.mark.parametrize(("url", "host", "port"), [
+    ("postgresql://owner@/routiq?host=/srv/devdata/pg", "/srv/devdata/pg", ""),  # make run's embedded server
+    ("postgresql://owner@db.internal:6432/routiq", "db.internal", "6432"),
+])
+def test_pg_dump_is_pointed_at_the_connections_own_server(url, host, port):
+    import dj_database_url
+
+    from tenants.provisioning import libpq_conninfo
+
+    conninfo = libpq_conninfo(dict(dj_database_url.parse(url)))
+
+    assert (conninfo["host"], conninfo["port"], conninfo["dbname"]) == (host, port, "routiq")
